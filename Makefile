@@ -1,0 +1,47 @@
+# Every target bootstraps .venv itself, so a fresh clone needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config.toml
+CORPUS ?=
+
+.PHONY: run test lint typecheck pytest bench check status clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/feedhook run $(if $(wildcard $(CONFIG)),--config $(CONFIG))
+
+check: $(STAMP)
+	@test -n "$(URL)" || { echo "usage: make check URL=https://example.com/feed.xml"; exit 2; }
+	$(BIN)/feedhook check $(if $(wildcard $(CONFIG)),--config $(CONFIG)) "$(URL)"
+
+status: $(STAMP)
+	$(BIN)/feedhook status $(if $(wildcard $(CONFIG)),--config $(CONFIG))
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.poll $(if $(CORPUS),--corpus $(CORPUS))
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

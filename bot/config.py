@@ -1,0 +1,215 @@
+"""Load and validate the configuration once, at start.
+
+A bad file, value or unknown key raises :class:`ConfigError` whose message is one
+line naming the key and what was expected; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from bot.models import WebhookTarget
+from bot.webhooks import WebhookURLError, parse_webhook_url
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+ENV_OVERRIDES = {
+    "FEEDHOOK_DISCORD_TOKEN": ("discord", "token"),
+    "FEEDHOOK_DATABASE_URL": ("database", "url"),
+}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``str(e)`` is the one line to show."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_HINT = 'a duration such as 90, "30s", "10m" or "1h"'
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "30s", "10m", "1h"."""
+    if isinstance(value, bool):
+        raise ValueError(_DURATION_HINT)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(_DURATION_HINT)
+    if seconds <= 0:
+        raise ValueError(f"{_DURATION_HINT}, greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DiscordConfig(_Section):
+    token: str = Field(default="", repr=False)
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = ""
+    guild_ids: tuple[int, ...] = ()
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("an http(s) URL such as https://discord.com/api/v10")
+        return value.rstrip("/")
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///feedhook.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not (value.startswith("sqlite:///") or value.startswith("postgresql://")):
+            raise ValueError(
+                "sqlite:///PATH or postgresql://user@host:port/db"
+            )
+        return value
+
+
+class PollingConfig(_Section):
+    interval: Duration = 600.0
+    max_interval: Duration = 6 * 3600.0
+    timeout: Duration = 30.0
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    allow_private_addresses: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    per_host_concurrency: int = Field(default=2, ge=1, le=100)
+    concurrency: int = Field(default=64, ge=1, le=1000)
+    max_new_per_poll: int = Field(default=25, ge=1, le=1000)
+    jitter: float = Field(default=0.1, ge=0.0, le=0.5)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(host.strip().lower().strip("[]") for host in value if host.strip())
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class FeedEntry(_Section):
+    url: str
+    webhook: str = Field(repr=False)
+    backfill: int = Field(default=0, ge=0, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _source_url(cls, value: str) -> str:
+        value = value.strip()
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("an http(s) feed URL")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        try:
+            parse_webhook_url(value)
+        except WebhookURLError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @property
+    def target(self) -> WebhookTarget:
+        return parse_webhook_url(self.webhook)
+
+
+class Config(_Section):
+    discord: DiscordConfig = DiscordConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    polling: PollingConfig = PollingConfig()
+    logging: LoggingConfig = LoggingConfig()
+    feeds: tuple[FeedEntry, ...] = ()
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = _format_location(tuple(error["loc"])) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {key!r}; check the spelling against config.example.toml"
+    if kind == "missing":
+        return f"{key}: required but missing"
+    message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "", 1)
+    got = error.get("input")
+    shown = "" if key.endswith(("token", "webhook")) or isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: expected {message}{shown}"
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, (section, key) in ENV_OVERRIDES.items():
+        value = environ.get(name)
+        if value:
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a table")
+            table[key] = value
+
+
+def load_config(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (or ./config.toml when present, else built-in defaults)."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found; pass --config PATH") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    _apply_env(data, environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"config error in {source}: {_describe(first)}{suffix}") from None

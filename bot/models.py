@@ -1,0 +1,67 @@
+"""Domain types shared by every layer. Frozen dataclasses: no I/O, no ORM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry of a source, ready to be stored and rendered.
+
+    ``key`` is stable across polls (guid/id, else link, else a content hash);
+    ``link_norm`` is the normalised link used as a second duplicate guard, or
+    ``None`` when the feed gives the same link to several entries.
+    """
+
+    key: str
+    title: str
+    link: str | None
+    summary: str
+    author: str | None
+    published: datetime | None
+    image: str | None
+    categories: tuple[str, ...] = ()
+    link_norm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    """What a parsed document says about itself."""
+
+    title: str
+    link: str | None
+    icon: str | None
+    kind: str  # "rss", "atom", "rdf", "json"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """Health of one source as operators and admins see it."""
+
+    source_id: int
+    url: str
+    title: str | None
+    last_success_at: datetime | None
+    last_polled_at: datetime | None
+    consecutive_failures: int
+    failing_since: datetime | None
+    last_error: str | None
+    newest_item_at: datetime | None
+    next_poll_at: datetime | None
+    subscriptions: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """Where a subscription posts. The token is a secret: never log it."""
+
+    webhook_id: int
+    token: str = field(repr=False)
+    thread_id: int | None = None
+
+    @property
+    def redacted(self) -> str:
+        thread = f"?thread_id={self.thread_id}" if self.thread_id else ""
+        return f"webhook {self.webhook_id}{thread}"

@@ -1,0 +1,503 @@
+"""Every query feedhook runs. Nothing outside ``bot.storage`` touches SQL.
+
+Hot paths (claiming due sources, recording poll outcomes, inserting items)
+use SQLAlchemy Core statements: a cycle over thousands of sources must stay
+well under a millisecond of CPU per source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.models import Item, SourceHealth, WebhookTarget
+from bot.storage.db import Database
+from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
+
+log = logging.getLogger(__name__)
+
+sources = SourceRow.__table__  # type: ignore[attr-defined]
+subscriptions = SubscriptionRow.__table__  # type: ignore[attr-defined]
+items = ItemRow.__table__  # type: ignore[attr-defined]
+outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+
+# Generous room for the longest plausible summary; render.py trims to Discord's limits.
+MAX_STORED_SUMMARY = 16_000
+MAX_ERROR_TEXT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DueSource:
+    """A claimed source, with what polling it needs."""
+
+    id: int
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    initialized: bool
+    interval_seconds: int | None
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What one poll changed on its source row (everything but new items)."""
+
+    source_id: int
+    polled_at: datetime
+    next_poll_at: datetime
+    ok: bool
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    keep_validators: bool = True  # False: store etag/last_modified/body_hash as given
+
+
+@dataclass(frozen=True, slots=True)
+class FeedMeta:
+    title: str
+    site_link: str | None
+    icon_url: str | None
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFeed:
+    url: str
+    target: WebhookTarget
+    backfill: int = 0
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- sources -----------------------------------------------------------------
+
+    async def add_source(self, url: str, *, now: datetime) -> int:
+        """The id of the source with ``url``, created due now if absent."""
+        async with self.db.write() as conn:
+            return await self._ensure_source(conn, url, now)
+
+    async def _ensure_source(self, conn: AsyncConnection, url: str, now: datetime) -> int:
+        row = (await conn.execute(select(sources.c.id).where(sources.c.url == url))).first()
+        if row is not None:
+            return int(row[0])
+        stmt = (
+            self._insert(sources)
+            .values(url=url, kind="feed", initialized=False, consecutive_failures=0,
+                    next_poll_at=now, created_at=now)
+            .on_conflict_do_nothing(index_elements=["url"])
+        )
+        await conn.execute(stmt)
+        row = (await conn.execute(select(sources.c.id).where(sources.c.url == url))).one()
+        return int(row[0])
+
+    async def claim_due_sources(
+        self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()
+    ) -> list[DueSource]:
+        """Claim up to ``limit`` due sources by pushing their next poll out by ``lease``.
+
+        Several processes may claim at once: on PostgreSQL, ``SKIP LOCKED``
+        hands each row to one of them; a crashed poller's claim simply expires.
+        """
+        if limit <= 0:
+            return []
+        has_active = exists().where(
+            and_(subscriptions.c.source_id == sources.c.id, subscriptions.c.enabled.is_(True))
+        )
+        due = (
+            select(sources.c.id)
+            .where(sources.c.next_poll_at <= now, has_active)
+            .order_by(sources.c.next_poll_at)
+            .limit(limit)
+        )
+        excluded = list(exclude)
+        if excluded:
+            due = due.where(sources.c.id.not_in(excluded))
+        if self.db.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(sources)
+            .where(sources.c.id.in_(due.scalar_subquery()))
+            .values(next_poll_at=now + lease)
+            .returning(
+                sources.c.id, sources.c.url, sources.c.etag, sources.c.last_modified,
+                sources.c.body_hash, sources.c.initialized, sources.c.interval_seconds,
+                sources.c.consecutive_failures,
+            )
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [DueSource(*row) for row in rows]
+
+    async def record_outcomes(self, outcomes: Sequence[PollOutcome]) -> None:
+        """Store many poll outcomes in one transaction (one executemany per shape)."""
+        if not outcomes:
+            return
+        ok = [o for o in outcomes if o.ok]
+        failed = [o for o in outcomes if not o.ok]
+        async with self.db.write() as conn:
+            if ok:
+                await self._record_ok(conn, ok)
+            if failed:
+                await conn.execute(
+                    update(sources)
+                    .where(sources.c.id == bindparam("b_id"))
+                    .values(
+                        last_polled_at=bindparam("b_polled"),
+                        next_poll_at=bindparam("b_next"),
+                        consecutive_failures=sources.c.consecutive_failures + 1,
+                        failing_since=func.coalesce(sources.c.failing_since, bindparam("b_polled")),
+                        last_error=bindparam("b_error"),
+                    ),
+                    [
+                        {"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at,
+                         "b_error": (o.error or "unknown error")[:MAX_ERROR_TEXT]}
+                        for o in failed
+                    ],
+                )
+
+    async def _record_ok(self, conn: AsyncConnection, ok: Sequence[PollOutcome]) -> None:
+        health = {
+            "last_polled_at": bindparam("b_polled"),
+            "last_success_at": bindparam("b_polled"),
+            "next_poll_at": bindparam("b_next"),
+            "consecutive_failures": 0,
+            "failing_since": None,
+            "last_error": None,
+        }
+        keep = [o for o in ok if o.keep_validators]
+        replace = [o for o in ok if not o.keep_validators]
+        if keep:
+            await conn.execute(
+                update(sources).where(sources.c.id == bindparam("b_id")).values(**health),
+                [{"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at}
+                 for o in keep],
+            )
+        if replace:
+            await conn.execute(
+                update(sources)
+                .where(sources.c.id == bindparam("b_id"))
+                .values(
+                    **health,
+                    etag=bindparam("b_etag"),
+                    last_modified=bindparam("b_lm"),
+                    body_hash=bindparam("b_hash"),
+                ),
+                [
+                    {"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at,
+                     "b_etag": o.etag, "b_lm": o.last_modified, "b_hash": o.body_hash}
+                    for o in replace
+                ],
+            )
+
+    async def move_source(self, source_id: int, new_url: str) -> bool:
+        """Point a source at its permanent new URL; False if another source has it."""
+        async with self.db.write() as conn:
+            taken = (
+                await conn.execute(select(sources.c.id).where(sources.c.url == new_url))
+            ).first()
+            if taken is not None:
+                return False
+            await conn.execute(
+                update(sources).where(sources.c.id == source_id).values(url=new_url)
+            )
+        return True
+
+    # -- items ---------------------------------------------------------------------
+
+    async def known_items(
+        self, source_id: int, keys: Sequence[str], links: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``keys`` and normalised ``links`` this source has already seen."""
+        known_keys: set[str] = set()
+        known_links: set[str] = set()
+        async with self.db.read() as conn:
+            for chunk in _chunks(keys, 500):
+                result = await conn.execute(
+                    select(items.c.item_key).where(
+                        items.c.source_id == source_id, items.c.item_key.in_(chunk)
+                    )
+                )
+                known_keys.update(r[0] for r in result)
+            for chunk in _chunks(links, 500):
+                result = await conn.execute(
+                    select(items.c.link_norm).where(
+                        items.c.source_id == source_id, items.c.link_norm.in_(chunk)
+                    )
+                )
+                known_links.update(r[0] for r in result)
+        return known_keys, known_links
+
+    async def record_items(
+        self,
+        source_id: int,
+        new_items: Sequence[Item],
+        *,
+        to_queue: set[str],
+        outcome: PollOutcome,
+        meta: FeedMeta | None,
+        first_poll: bool,
+    ) -> int:
+        """In ONE transaction: insert ``new_items`` (oldest first) as seen, queue an
+        outbox row per active subscription for the keys in ``to_queue``, and store
+        the poll outcome. Returns the number of outbox rows queued.
+
+        A crash before the commit records nothing (the next poll finds the items
+        again); after it, they are both seen and queued. Items another process
+        inserted meanwhile are skipped by the unique constraint.
+        """
+        now = outcome.polled_at
+        queued = 0
+        async with self.db.write() as conn:
+            inserted: dict[str, int] = {}
+            if new_items:
+                stmt = (
+                    self._insert(items)
+                    .on_conflict_do_nothing(index_elements=["source_id", "item_key"])
+                    .returning(items.c.id, items.c.item_key)
+                )
+                rows = [_item_values(source_id, item, now) for item in new_items]
+                # executemany + RETURNING runs as batched multi-row INSERTs
+                # ("insertmanyvalues") on both SQLite and psycopg.
+                result = await conn.execute(stmt, rows)
+                inserted = {str(key): int(item_id) for item_id, key in result.all()}
+            queue_ids = [inserted[i.key] for i in new_items if i.key in to_queue and i.key in inserted]
+            subs = await self._active_subscription_ids(conn, source_id)
+            if first_poll:
+                queued += await self._queue_backfill(conn, source_id, now)
+            elif queue_ids and subs:
+                queued += await self._queue(conn, subs, queue_ids, now)
+            values: dict[str, Any] = {
+                "last_polled_at": now,
+                "last_success_at": now,
+                "next_poll_at": outcome.next_poll_at,
+                "consecutive_failures": 0,
+                "failing_since": None,
+                "last_error": None,
+                "etag": outcome.etag,
+                "last_modified": outcome.last_modified,
+                "body_hash": outcome.body_hash,
+                "initialized": True,
+            }
+            if meta is not None:
+                values.update(title=meta.title, site_link=meta.site_link,
+                              icon_url=meta.icon_url, kind=meta.kind)
+            newest = max((i.published for i in new_items if i.published), default=None)
+            if newest is not None:
+                values["newest_item_at"] = func.coalesce(
+                    func.max(sources.c.newest_item_at, newest)
+                    if self.db.dialect == "sqlite"
+                    else func.greatest(sources.c.newest_item_at, newest),
+                    newest,
+                )
+            await conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
+        return queued
+
+    async def _active_subscription_ids(self, conn: AsyncConnection, source_id: int) -> list[int]:
+        result = await conn.execute(
+            select(subscriptions.c.id).where(
+                subscriptions.c.source_id == source_id,
+                subscriptions.c.enabled.is_(True),
+                subscriptions.c.paused.is_(False),
+            )
+        )
+        return [int(r[0]) for r in result]
+
+    async def _queue(
+        self, conn: AsyncConnection, sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
+    ) -> int:
+        rows = [
+            {"subscription_id": s, "item_id": i, "state": "pending", "attempts": 0,
+             "next_attempt_at": now, "created_at": now}
+            for s in sub_ids
+            for i in item_ids
+        ]
+        if not rows:
+            return 0
+        stmt = self._insert(outbox).on_conflict_do_nothing(
+            index_elements=["subscription_id", "item_id"]
+        )
+        await conn.execute(stmt, rows)
+        return len(rows)
+
+    async def _queue_backfill(self, conn: AsyncConnection, source_id: int, now: datetime) -> int:
+        """Queue the newest N stored items for subscriptions that asked for a backfill."""
+        wanting = (
+            await conn.execute(
+                select(subscriptions.c.id, subscriptions.c.backfill).where(
+                    subscriptions.c.source_id == source_id,
+                    subscriptions.c.enabled.is_(True),
+                    subscriptions.c.paused.is_(False),
+                    subscriptions.c.backfill > 0,
+                )
+            )
+        ).all()
+        queued = 0
+        for sub_id, count in wanting:
+            newest = (
+                await conn.execute(
+                    select(items.c.id)
+                    .where(items.c.source_id == source_id)
+                    .order_by(items.c.id.desc())
+                    .limit(int(count))
+                )
+            ).all()
+            # Oldest first, so the channel reads in publication order.
+            queued += await self._queue(conn, [sub_id], sorted(int(r[0]) for r in newest), now)
+            await conn.execute(
+                update(subscriptions).where(subscriptions.c.id == sub_id).values(backfill=0)
+            )
+        return queued
+
+    # -- subscriptions from the config file ----------------------------------------
+
+    async def sync_config_feeds(self, feeds: Sequence[ConfigFeed], *, now: datetime) -> None:
+        """Upsert ``[[feeds]]`` by (url, webhook); disable config subscriptions no longer listed."""
+        async with self.db.write() as conn:
+            keep: set[int] = set()
+            for feed in feeds:
+                source_id = await self._ensure_source(conn, feed.url, now)
+                target = feed.target
+                thread = target.thread_id or 0
+                existing = (
+                    await conn.execute(
+                        select(subscriptions.c.id, subscriptions.c.enabled,
+                               subscriptions.c.disabled_reason, subscriptions.c.origin).where(
+                            subscriptions.c.source_id == source_id,
+                            subscriptions.c.webhook_id == target.webhook_id,
+                            subscriptions.c.thread_id == thread,
+                        )
+                    )
+                ).first()
+                if existing is None:
+                    initialized = (
+                        await conn.execute(
+                            select(sources.c.initialized).where(sources.c.id == source_id)
+                        )
+                    ).scalar_one()
+                    result = await conn.execute(
+                        self._insert(subscriptions)
+                        .values(
+                            source_id=source_id, webhook_id=target.webhook_id,
+                            webhook_token=target.token, thread_id=thread, origin="config",
+                            enabled=True, paused=False, backfill=feed.backfill, options={},
+                            created_at=now,
+                        )
+                        .returning(subscriptions.c.id)
+                    )
+                    sub_id = int(result.scalar_one())
+                    if initialized and feed.backfill:
+                        await self._queue_backfill(conn, source_id, now)
+                    # A new subscription on an idle source should poll now.
+                    await conn.execute(
+                        update(sources)
+                        .where(sources.c.id == source_id, sources.c.next_poll_at > now)
+                        .values(next_poll_at=now)
+                    )
+                else:
+                    sub_id = int(existing[0])
+                    values: dict[str, Any] = {"webhook_token": target.token}
+                    if not existing[1] and existing[2] == REMOVED_FROM_CONFIG:
+                        values.update(enabled=True, disabled_reason=None)
+                    await conn.execute(
+                        update(subscriptions).where(subscriptions.c.id == sub_id).values(**values)
+                    )
+                keep.add(sub_id)
+            stale = select(subscriptions.c.id).where(
+                subscriptions.c.origin == "config", subscriptions.c.enabled.is_(True)
+            )
+            stale_ids = [int(r[0]) for r in await conn.execute(stale) if int(r[0]) not in keep]
+            if stale_ids:
+                await conn.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id.in_(stale_ids))
+                    .values(enabled=False, disabled_reason=REMOVED_FROM_CONFIG)
+                )
+                log.info("disabled subscriptions removed from the config file count=%d",
+                         len(stale_ids))
+
+    # -- reporting -----------------------------------------------------------------
+
+    async def source_health(self) -> list[SourceHealth]:
+        sub_count = (
+            select(func.count())
+            .where(subscriptions.c.source_id == sources.c.id, subscriptions.c.enabled.is_(True))
+            .scalar_subquery()
+        )
+        stmt = select(
+            sources.c.id, sources.c.url, sources.c.title, sources.c.last_success_at,
+            sources.c.last_polled_at, sources.c.consecutive_failures, sources.c.failing_since,
+            sources.c.last_error, sources.c.newest_item_at, sources.c.next_poll_at, sub_count,
+        ).order_by(sources.c.id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [SourceHealth(*row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts by table and outbox state, for status output and tests."""
+        async with self.db.read() as conn:
+            out = {
+                "sources": (await conn.execute(select(func.count()).select_from(sources))).scalar_one(),
+                "subscriptions": (
+                    await conn.execute(select(func.count()).select_from(subscriptions))
+                ).scalar_one(),
+                "items": (await conn.execute(select(func.count()).select_from(items))).scalar_one(),
+            }
+            for state, count in await conn.execute(
+                select(outbox.c.state, func.count()).group_by(outbox.c.state)
+            ):
+                out[f"outbox_{state}"] = int(count)
+        return {k: int(v) for k, v in out.items()}
+
+    async def outbox_items(self, subscription_id: int | None = None) -> list[tuple[int, str, str]]:
+        """(outbox id, item key, state) in queue order; for tests and the demo."""
+        stmt = (
+            select(outbox.c.id, items.c.item_key, outbox.c.state)
+            .join(items, items.c.id == outbox.c.item_id)
+            .order_by(outbox.c.id)
+        )
+        if subscription_id is not None:
+            stmt = stmt.where(outbox.c.subscription_id == subscription_id)
+        async with self.db.read() as conn:
+            return [(int(a), str(b), str(c)) for a, b, c in (await conn.execute(stmt)).all()]
+
+    def _insert(self, table: Any) -> Any:
+        """An INSERT that supports ``on_conflict_do_nothing`` on both dialects."""
+        if self.db.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+
+REMOVED_FROM_CONFIG = "removed from the config file"
+
+
+def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "item_key": item.key,
+        "link_norm": item.link_norm,
+        "title": item.title,
+        "link": item.link,
+        "summary": item.summary[:MAX_STORED_SUMMARY],
+        "author": item.author,
+        "published_at": item.published,
+        "image_url": item.image,
+        "categories": list(item.categories),
+        "first_seen_at": now,
+    }
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,103 @@
+"""SQLModel tables. Nothing outside ``bot.storage`` imports this module.
+
+Datetimes are stored as naive UTC (SQLite keeps no zone); the storage layer
+converts at its boundary so every datetime outside it is aware UTC.
+The Alembic migrations in ``migrations/versions`` must produce exactly these
+tables: ``tests/test_storage.py`` compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class SourceRow(SQLModel, table=True):
+    __tablename__ = "sources"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    kind: str = Field(default="feed", max_length=32)
+    title: str | None = Field(default=None, sa_column=Column(Text))
+    site_link: str | None = Field(default=None, sa_column=Column(Text))
+    icon_url: str | None = Field(default=None, sa_column=Column(Text))
+    interval_seconds: int | None = Field(default=None)
+    etag: str | None = Field(default=None, sa_column=Column(Text))
+    last_modified: str | None = Field(default=None, max_length=64)
+    body_hash: str | None = Field(default=None, max_length=64)
+    initialized: bool = Field(default=False)
+    next_poll_at: datetime = Field(index=True)
+    last_polled_at: datetime | None = Field(default=None)
+    last_success_at: datetime | None = Field(default=None)
+    failing_since: datetime | None = Field(default=None)
+    consecutive_failures: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    newest_item_at: datetime | None = Field(default=None)
+    created_at: datetime
+
+
+class SubscriptionRow(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("source_id", "webhook_id", "thread_id", name="uq_subscription_target"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="sources.id", index=True, ondelete="CASCADE")
+    webhook_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    webhook_token: str = Field(sa_column=Column(Text, nullable=False))
+    # 0 means "no thread": a NULL would let the unique constraint admit duplicates.
+    thread_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    guild_id: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    origin: str = Field(default="config", max_length=16)
+    enabled: bool = Field(default=True)
+    paused: bool = Field(default=False)
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    backfill: int = Field(default=0)
+    options: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class ItemRow(SQLModel, table=True):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("source_id", "item_key", name="uq_item_source_key"),
+        Index("ix_items_source_link", "source_id", "link_norm"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="sources.id", ondelete="CASCADE")
+    item_key: str = Field(max_length=512)
+    link_norm: str | None = Field(default=None, sa_column=Column(Text))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    link: str | None = Field(default=None, sa_column=Column(Text))
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    author: str | None = Field(default=None, sa_column=Column(Text))
+    published_at: datetime | None = Field(default=None)
+    image_url: str | None = Field(default=None, sa_column=Column(Text))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    first_seen_at: datetime
+
+
+class OutboxRow(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "item_id", name="uq_outbox_subscription_item"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="subscriptions.id", ondelete="CASCADE")
+    item_id: int = Field(foreign_key="items.id", ondelete="CASCADE")
+    # pending -> sending (leased) -> sent | failed
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime
+    lease_until: datetime | None = Field(default=None)
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime
+    sent_at: datetime | None = Field(default=None)

@@ -1,0 +1,108 @@
+"""Shared fixtures: a migrated database per test (SQLite, and PostgreSQL when
+FEEDHOOK_TEST_POSTGRES_URL is set) and a loopback feed server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from aiohttp import web
+
+from bot.storage.db import Database
+from bot.storage.store import Store
+
+POSTGRES_URL = os.environ.get("FEEDHOOK_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL no other test run can see; dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'feedhook.db'}"
+        return
+    assert POSTGRES_URL is not None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = POSTGRES_URL.replace("postgresql://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.upgrade()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def store(db: Database) -> Store:
+    return Store(db)
+
+
+@dataclass
+class Doc:
+    body: bytes
+    content_type: str = "application/rss+xml; charset=utf-8"
+    etag: str | None = None
+    last_modified: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FeedServer:
+    """A loopback HTTP server whose documents tests change between polls."""
+
+    base: str
+    docs: dict[str, Doc]
+    hits: dict[str, int]
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+
+@pytest.fixture
+async def feed_server() -> AsyncIterator[FeedServer]:
+    docs: dict[str, Doc] = {}
+    hits: dict[str, int] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        hits[request.path] = hits.get(request.path, 0) + 1
+        doc = docs.get(request.path)
+        if doc is None:
+            return web.Response(status=404, text="not found")
+        headers = dict(doc.headers)
+        if doc.etag:
+            headers["ETag"] = doc.etag
+            if request.headers.get("If-None-Match") == doc.etag:
+                return web.Response(status=304, headers=headers)
+        if doc.last_modified:
+            headers["Last-Modified"] = doc.last_modified
+            if request.headers.get("If-Modified-Since") == doc.last_modified:
+                return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = doc.content_type
+        return web.Response(status=doc.status, body=doc.body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield FeedServer(f"http://127.0.0.1:{port}", docs, hits)
+    await runner.cleanup()
