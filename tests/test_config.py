@@ -22,8 +22,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(90, 90.0), (1.5, 1.5), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0), (" 2 h ", 7200.0),
-     ("45", 45.0), ("1d", 86400.0)],
+    [
+        (90, 90.0),
+        (1.5, 1.5),
+        ("30s", 30.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        (" 2 h ", 7200.0),
+        ("45", 45.0),
+        ("1d", 86400.0),
+    ],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
@@ -111,7 +119,7 @@ def test_env_overrides_win(tmp_path: Path) -> None:
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match="^config error|not valid TOML") as info:
+    with pytest.raises(ConfigError, match=r"^config error|not valid TOML") as info:
         load_config(write(tmp_path, text), environ={})
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
@@ -135,7 +143,10 @@ def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[polling]\nintervall = "10m"\n')
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "status", "--config", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -151,7 +162,8 @@ def test_example_config_is_valid_and_lists_every_key(tmp_path: Path) -> None:
     for section in ("discord", "database", "polling", "logging"):
         model = getattr(Config(), section)
         assert set(data[section]) == set(type(model).model_fields), section
-    assert config.feeds and set(data["feeds"][0]) == set(type(config.feeds[0]).model_fields)
+    assert config.feeds
+    assert set(data["feeds"][0]) == set(type(config.feeds[0]).model_fields)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +179,9 @@ def test_example_config_is_valid_and_lists_every_key(tmp_path: Path) -> None:
 def test_webhook_url_forms(url: str) -> None:
     target = parse_webhook_url(url)
     assert (target.webhook_id, target.token, target.thread_id) == (
-        123456789012345678, "s3cr3t-T0ken_x", None,
+        123456789012345678,
+        "s3cr3t-T0ken_x",
+        None,
     )
     assert "s3cr3t" not in repr(target)
     assert execute_url("http://127.0.0.1:9/api/v10", target) == (
@@ -177,9 +191,13 @@ def test_webhook_url_forms(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://discord.com/api/webhooks/1/t", "https://discord.com/api/webhooks/x/t",
-     "https://discord.com.evil.org/api/webhooks/1/t", "https://discord.com/api/channels/1",
-     "https://discord.com/api/webhooks/1/t?thread_id=abc"],
+    [
+        "http://discord.com/api/webhooks/1/t",
+        "https://discord.com/api/webhooks/x/t",
+        "https://discord.com.evil.org/api/webhooks/1/t",
+        "https://discord.com/api/channels/1",
+        "https://discord.com/api/webhooks/1/t?thread_id=abc",
+    ],
 )
 def test_bad_webhook_urls(url: str) -> None:
     with pytest.raises(WebhookURLError):

@@ -94,8 +94,14 @@ class Store:
             return int(row[0])
         stmt = (
             self._insert(sources)
-            .values(url=url, kind="feed", initialized=False, consecutive_failures=0,
-                    next_poll_at=now, created_at=now)
+            .values(
+                url=url,
+                kind="feed",
+                initialized=False,
+                consecutive_failures=0,
+                next_poll_at=now,
+                created_at=now,
+            )
             .on_conflict_do_nothing(index_elements=["url"])
         )
         await conn.execute(stmt)
@@ -131,8 +137,13 @@ class Store:
             .where(sources.c.id.in_(due.scalar_subquery()))
             .values(next_poll_at=now + lease)
             .returning(
-                sources.c.id, sources.c.url, sources.c.etag, sources.c.last_modified,
-                sources.c.body_hash, sources.c.initialized, sources.c.interval_seconds,
+                sources.c.id,
+                sources.c.url,
+                sources.c.etag,
+                sources.c.last_modified,
+                sources.c.body_hash,
+                sources.c.initialized,
+                sources.c.interval_seconds,
                 sources.c.consecutive_failures,
             )
         )
@@ -161,8 +172,12 @@ class Store:
                         last_error=bindparam("b_error"),
                     ),
                     [
-                        {"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at,
-                         "b_error": (o.error or "unknown error")[:MAX_ERROR_TEXT]}
+                        {
+                            "b_id": o.source_id,
+                            "b_polled": o.polled_at,
+                            "b_next": o.next_poll_at,
+                            "b_error": (o.error or "unknown error")[:MAX_ERROR_TEXT],
+                        }
                         for o in failed
                     ],
                 )
@@ -181,8 +196,10 @@ class Store:
         if keep:
             await conn.execute(
                 update(sources).where(sources.c.id == bindparam("b_id")).values(**health),
-                [{"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at}
-                 for o in keep],
+                [
+                    {"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at}
+                    for o in keep
+                ],
             )
         if replace:
             await conn.execute(
@@ -195,8 +212,14 @@ class Store:
                     body_hash=bindparam("b_hash"),
                 ),
                 [
-                    {"b_id": o.source_id, "b_polled": o.polled_at, "b_next": o.next_poll_at,
-                     "b_etag": o.etag, "b_lm": o.last_modified, "b_hash": o.body_hash}
+                    {
+                        "b_id": o.source_id,
+                        "b_polled": o.polled_at,
+                        "b_next": o.next_poll_at,
+                        "b_etag": o.etag,
+                        "b_lm": o.last_modified,
+                        "b_hash": o.body_hash,
+                    }
                     for o in replace
                 ],
             )
@@ -209,9 +232,7 @@ class Store:
             ).first()
             if taken is not None:
                 return False
-            await conn.execute(
-                update(sources).where(sources.c.id == source_id).values(url=new_url)
-            )
+            await conn.execute(update(sources).where(sources.c.id == source_id).values(url=new_url))
         return True
 
     # -- items ---------------------------------------------------------------------
@@ -272,7 +293,9 @@ class Store:
                 # ("insertmanyvalues") on both SQLite and psycopg.
                 result = await conn.execute(stmt, rows)
                 inserted = {str(key): int(item_id) for item_id, key in result.all()}
-            queue_ids = [inserted[i.key] for i in new_items if i.key in to_queue and i.key in inserted]
+            queue_ids = [
+                inserted[i.key] for i in new_items if i.key in to_queue and i.key in inserted
+            ]
             subs = await self._active_subscription_ids(conn, source_id)
             if first_poll:
                 queued += await self._queue_backfill(conn, source_id, now)
@@ -291,8 +314,12 @@ class Store:
                 "initialized": True,
             }
             if meta is not None:
-                values.update(title=meta.title, site_link=meta.site_link,
-                              icon_url=meta.icon_url, kind=meta.kind)
+                values.update(
+                    title=meta.title,
+                    site_link=meta.site_link,
+                    icon_url=meta.icon_url,
+                    kind=meta.kind,
+                )
             newest = max((i.published for i in new_items if i.published), default=None)
             if newest is not None:
                 values["newest_item_at"] = func.coalesce(
@@ -318,8 +345,14 @@ class Store:
         self, conn: AsyncConnection, sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
     ) -> int:
         rows = [
-            {"subscription_id": s, "item_id": i, "state": "pending", "attempts": 0,
-             "next_attempt_at": now, "created_at": now}
+            {
+                "subscription_id": s,
+                "item_id": i,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
             for s in sub_ids
             for i in item_ids
         ]
@@ -372,8 +405,12 @@ class Store:
                 thread = target.thread_id or 0
                 existing = (
                     await conn.execute(
-                        select(subscriptions.c.id, subscriptions.c.enabled,
-                               subscriptions.c.disabled_reason, subscriptions.c.origin).where(
+                        select(
+                            subscriptions.c.id,
+                            subscriptions.c.enabled,
+                            subscriptions.c.disabled_reason,
+                            subscriptions.c.origin,
+                        ).where(
                             subscriptions.c.source_id == source_id,
                             subscriptions.c.webhook_id == target.webhook_id,
                             subscriptions.c.thread_id == thread,
@@ -389,9 +426,15 @@ class Store:
                     result = await conn.execute(
                         self._insert(subscriptions)
                         .values(
-                            source_id=source_id, webhook_id=target.webhook_id,
-                            webhook_token=target.token, thread_id=thread, origin="config",
-                            enabled=True, paused=False, backfill=feed.backfill, options={},
+                            source_id=source_id,
+                            webhook_id=target.webhook_id,
+                            webhook_token=target.token,
+                            thread_id=thread,
+                            origin="config",
+                            enabled=True,
+                            paused=False,
+                            backfill=feed.backfill,
+                            options={},
                             created_at=now,
                         )
                         .returning(subscriptions.c.id)
@@ -424,8 +467,9 @@ class Store:
                     .where(subscriptions.c.id.in_(stale_ids))
                     .values(enabled=False, disabled_reason=REMOVED_FROM_CONFIG)
                 )
-                log.info("disabled subscriptions removed from the config file count=%d",
-                         len(stale_ids))
+                log.info(
+                    "disabled subscriptions removed from the config file count=%d", len(stale_ids)
+                )
 
     # -- reporting -----------------------------------------------------------------
 
@@ -436,9 +480,17 @@ class Store:
             .scalar_subquery()
         )
         stmt = select(
-            sources.c.id, sources.c.url, sources.c.title, sources.c.last_success_at,
-            sources.c.last_polled_at, sources.c.consecutive_failures, sources.c.failing_since,
-            sources.c.last_error, sources.c.newest_item_at, sources.c.next_poll_at, sub_count,
+            sources.c.id,
+            sources.c.url,
+            sources.c.title,
+            sources.c.last_success_at,
+            sources.c.last_polled_at,
+            sources.c.consecutive_failures,
+            sources.c.failing_since,
+            sources.c.last_error,
+            sources.c.newest_item_at,
+            sources.c.next_poll_at,
+            sub_count,
         ).order_by(sources.c.id)
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).all()
@@ -448,7 +500,9 @@ class Store:
         """Row counts by table and outbox state, for status output and tests."""
         async with self.db.read() as conn:
             out = {
-                "sources": (await conn.execute(select(func.count()).select_from(sources))).scalar_one(),
+                "sources": (
+                    await conn.execute(select(func.count()).select_from(sources))
+                ).scalar_one(),
                 "subscriptions": (
                     await conn.execute(select(func.count()).select_from(subscriptions))
                 ).scalar_one(),

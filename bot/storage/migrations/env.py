@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
-from bot.storage.tables import SQLModel
+from bot.storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection: Connection | None = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable by running alembic by hand

@@ -1,0 +1,108 @@
+"""Wire config, storage, fetcher and poller together; APScheduler owns the timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot import __version__
+from bot.config import Config
+from bot.net import Fetcher, NetSettings
+from bot.poller import Clock, Poller, PollSettings, utcnow
+from bot.storage.db import Database
+from bot.storage.store import ConfigFeed, Store
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
+# How often the scheduler looks for due sources; polls themselves follow each
+# source's own interval, so this only bounds how late a due poll can start.
+TICK_SECONDS = 5.0
+STOP_TIMEOUT = 8.0
+
+
+def net_settings(config: Config) -> NetSettings:
+    polling = config.polling
+    return NetSettings(
+        user_agent=USER_AGENT,
+        total_timeout=polling.timeout,
+        connect_timeout=min(10.0, polling.timeout),
+        max_body_bytes=polling.max_body_bytes,
+        allow_private_addresses=polling.allow_private_addresses,
+        allowed_hosts=frozenset(polling.allowed_hosts),
+        per_host_concurrency=polling.per_host_concurrency,
+        max_server_delay=polling.max_interval,
+    )
+
+
+def poll_settings(config: Config) -> PollSettings:
+    polling = config.polling
+    return PollSettings(
+        interval=polling.interval,
+        max_interval=polling.max_interval,
+        max_new_per_poll=polling.max_new_per_poll,
+        jitter=polling.jitter,
+        concurrency=polling.concurrency,
+        claim_lease=max(300.0, polling.timeout * 4),
+    )
+
+
+def config_feeds(config: Config) -> list[ConfigFeed]:
+    return [ConfigFeed(url=f.url, target=f.target, backfill=f.backfill) for f in config.feeds]
+
+
+class App:
+    """The running relay: poller on a timer, until :meth:`stop`."""
+
+    def __init__(self, config: Config, *, clock: Clock = utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self.db = Database(config.database.url)
+        self.store = Store(self.db)
+        self.fetcher = Fetcher(net_settings(config))
+        self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.db.upgrade()
+        await self.store.sync_config_feeds(config_feeds(self.config), now=self.clock())
+        await self.fetcher.__aenter__()
+        # One tick job, never overlapping itself; missed runs collapse into one.
+        self.scheduler.add_job(
+            self.poller.tick,
+            "interval",
+            seconds=TICK_SECONDS,
+            id="poll-tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock(),
+            misfire_grace_time=None,
+        )
+        self.scheduler.start()
+        log.info("feedhook started version=%s feeds=%d", __version__, len(self.config.feeds))
+
+    async def stop(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        await self.poller.stop(grace=STOP_TIMEOUT - 2)
+        await self.fetcher.close()
+        await self.db.dispose()
+        self._stopped.set()
+        log.info("feedhook stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await asyncio.wait_for(self.stop(), timeout=STOP_TIMEOUT)

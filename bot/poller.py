@@ -1,0 +1,360 @@
+"""Decide which sources are due, poll them, record new items and their deliveries.
+
+The decisions (when to poll next, which entries are new, what to queue) are
+pure functions of their inputs and ``now``; :class:`Poller` does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from bot.net import Fetcher, FetchError
+from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
+from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.storage.store import DueSource, FeedMeta, PollOutcome, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+T_MIN = datetime.min.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    interval: float = 600.0
+    max_interval: float = 6 * 3600.0
+    max_new_per_poll: int = 25
+    jitter: float = 0.1
+    concurrency: int = 64
+    # How long a claim keeps other pollers away; longer than any fetch can take.
+    claim_lease: float = 300.0
+    # Outcomes without new items are written in batches of this size.
+    outcome_batch: int = 200
+
+
+# -- pure decisions ---------------------------------------------------------------
+
+
+def next_poll_delay(
+    *,
+    interval: float,
+    failures: int,
+    max_interval: float,
+    retry_after: float | None = None,
+    max_age: float | None = None,
+    jitter: float = 0.0,
+    rnd: float = 0.5,
+) -> float:
+    """Seconds until the next poll.
+
+    ``failures`` counts consecutive failures including this poll's: each one
+    doubles the interval (capped at ``max_interval``), a success resets it.
+    The server's ``Retry-After`` or ``Cache-Control: max-age`` can only push the
+    poll later (they are capped by the fetcher). ``rnd`` in [0, 1) spreads polls
+    by +-``jitter`` so sources added together do not poll in lockstep.
+    """
+    delay = interval * (2 ** min(failures - 1, 20)) if failures > 0 else interval
+    delay = min(delay, max(max_interval, interval))
+    for server_hint in (retry_after, max_age):
+        if server_hint is not None:
+            delay = max(delay, server_hint)
+    return max(1.0, delay * (1.0 + jitter * (2.0 * rnd - 1.0)))
+
+
+def link_counts(entries: Sequence[ParsedEntry]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if entry.link_norm:
+            counts[entry.link_norm] = counts.get(entry.link_norm, 0) + 1
+    return counts
+
+
+def select_new(
+    entries: Sequence[ParsedEntry], known_keys: set[str], known_links: set[str]
+) -> list[ParsedEntry]:
+    """Entries not seen before, oldest first.
+
+    The normalised-link guard catches a publisher changing ids or moving to
+    https; it only applies to links unique within the document, because some
+    feeds give every entry the same link.
+    """
+    counts = link_counts(entries)
+    new = [
+        entry
+        for entry in entries
+        if entry.key not in known_keys
+        and not (
+            entry.link_norm and counts[entry.link_norm] == 1 and entry.link_norm in known_links
+        )
+    ]
+    return oldest_first(new)
+
+
+def oldest_first(entries: Sequence[ParsedEntry]) -> list[ParsedEntry]:
+    """By date when every entry has one; else reverse document order (feeds list newest first)."""
+    if entries and all(entry.published is not None for entry in entries):
+        return sorted(entries, key=lambda entry: entry.published or T_MIN)
+    return list(reversed(entries))
+
+
+def keys_to_queue(new_oldest_first: Sequence[ParsedEntry], cap: int) -> set[str]:
+    """The keys to deliver: all new ones, or the newest ``cap`` on a flood."""
+    return {entry.key for entry in new_oldest_first[-cap:]} if cap > 0 else set()
+
+
+# -- the poller ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What one poll did; one bad source never stops the others."""
+
+    source_id: int
+    url: str
+    status: Literal["new", "unchanged", "not_modified", "failed"]
+    new_items: int = 0
+    queued: int = 0
+    error: str | None = None
+
+
+@dataclass
+class _Buffer:
+    outcomes: list[PollOutcome] = field(default_factory=list)
+
+
+class Poller:
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        settings: PollSettings,
+        *,
+        clock: Clock = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng
+        self._in_flight: dict[int, asyncio.Task[PollResult]] = {}
+        self._buffer = _Buffer()
+        self._flush_lock = asyncio.Lock()
+        self._stopping = False
+
+    # -- scheduling ----------------------------------------------------------------
+
+    async def tick(self) -> list[asyncio.Task[PollResult]]:
+        """Claim due sources while there is room and start polling them.
+
+        Returns the polls it started, once nothing more is due; polls still
+        running finish on their own, so a slow server holds one slot, never
+        the whole tick.
+        """
+        started: list[asyncio.Task[PollResult]] = []
+        while not self._stopping:
+            free = self.settings.concurrency - len(self._in_flight)
+            if free <= 0:
+                await asyncio.wait(
+                    list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+                continue
+            due = await self.store.claim_due_sources(
+                now=self.clock(),
+                limit=free,
+                lease=timedelta(seconds=self.settings.claim_lease),
+                exclude=self._in_flight.keys(),
+            )
+            if not due:
+                break
+            for source in due:
+                task = asyncio.create_task(self._poll_and_log(source), name=f"poll-{source.id}")
+                self._in_flight[source.id] = task
+                task.add_done_callback(self._forget)
+                started.append(task)
+        await self.flush()
+        return started
+
+    def _forget(self, task: asyncio.Task[PollResult]) -> None:
+        for source_id, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[source_id]
+
+    async def poll_due(self) -> list[PollResult]:
+        """Poll everything due now and wait for all of it (tests, benchmarks, `demo`)."""
+        results: list[PollResult] = []
+        while started := await self.tick():
+            results.extend(await asyncio.gather(*started))
+        await self.flush()
+        return results
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, let running polls finish (up to ``grace``), write what is buffered."""
+        self._stopping = True
+        running = list(self._in_flight.values())
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            outcomes, self._buffer.outcomes = self._buffer.outcomes, []
+            await self.store.record_outcomes(outcomes)
+
+    async def _poll_and_log(self, source: DueSource) -> PollResult:
+        try:
+            result = await self.poll_source(source)
+        except Exception as exc:  # a bug must not kill the poller: log and back off
+            log.exception("poll crashed source=%d url=%s", source.id, source.url)
+            result = await self._failed(source, f"internal error: {type(exc).__name__}", None)
+        if len(self._buffer.outcomes) >= self.settings.outcome_batch:
+            await self.flush()
+        return result
+
+    # -- one source ----------------------------------------------------------------
+
+    async def poll_source(self, source: DueSource) -> PollResult:
+        now = self.clock()
+        try:
+            fetched = await fetch_source(
+                self.fetcher, source.url, etag=source.etag, last_modified=source.last_modified
+            )
+        except FetchError as exc:
+            return await self._failed(source, str(exc), exc.retry_after)
+        except ParseError as exc:
+            return await self._failed(source, str(exc), None)
+        result = fetched.result
+        if fetched.moved_to and await self.store.move_source(source.id, fetched.moved_to):
+            log.info(
+                "source moved source=%d from=%s to=%s", source.id, source.url, fetched.moved_to
+            )
+        next_at = self._next_poll(source, 0, None, result.max_age)
+        if result.status == 304:
+            self._buffer.outcomes.append(
+                PollOutcome(source.id, now, next_at, ok=True, keep_validators=True)
+            )
+            return PollResult(source.id, source.url, "not_modified")
+        body_hash = hashlib.sha256(result.body).hexdigest()
+        if body_hash == source.body_hash:
+            # Same bytes as last time: skip parsing entirely; the server just
+            # does not support validators (or changed them without content).
+            self._buffer.outcomes.append(
+                PollOutcome(
+                    source.id,
+                    now,
+                    next_at,
+                    ok=True,
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                    body_hash=body_hash,
+                    keep_validators=False,
+                )
+            )
+            return PollResult(source.id, source.url, "unchanged")
+        try:
+            parsed = await parse_off_loop(result)
+        except ParseError as exc:
+            return await self._failed(source, str(exc), None)
+        outcome = PollOutcome(
+            source.id,
+            now,
+            next_at,
+            ok=True,
+            etag=result.etag,
+            last_modified=result.last_modified,
+            body_hash=body_hash,
+            keep_validators=False,
+        )
+        return await self._record(source, parsed, outcome)
+
+    async def _record(
+        self, source: DueSource, parsed: ParsedFeed, outcome: PollOutcome
+    ) -> PollResult:
+        entries = parsed.entries
+        counts = link_counts(entries)
+        unique_links = [link for link, n in counts.items() if n == 1]
+        known_keys, known_links = await self.store.known_items(
+            source.id, [e.key for e in entries], unique_links
+        )
+        new = select_new(entries, known_keys, known_links)
+        first_poll = not source.initialized
+        queue = set() if first_poll else keys_to_queue(new, self.settings.max_new_per_poll)
+        if not first_poll and len(new) > self.settings.max_new_per_poll:
+            log.warning(
+                "flood cap source=%d url=%s new=%d posting=%d reason=%s",
+                source.id,
+                source.url,
+                len(new),
+                len(queue),
+                "more new items than polling.max_new_per_poll; the publisher may have "
+                "rewritten its ids; the rest are marked seen",
+            )
+        # Building an Item converts HTML to markdown: only worth it for new entries.
+        new_items = [
+            build_item(parsed, entry, link_is_unique=counts.get(entry.link_norm or "", 0) == 1)
+            for entry in new
+        ]
+        info = parsed.info
+        queued = await self.store.record_items(
+            source.id,
+            new_items,
+            to_queue=queue,
+            outcome=outcome,
+            meta=FeedMeta(info.title, info.link, info.icon, info.kind),
+            first_poll=first_poll,
+        )
+        if new_items:
+            log.info(
+                "new items source=%d new=%d queued=%d first_poll=%s",
+                source.id,
+                len(new_items),
+                queued,
+                first_poll,
+            )
+        status: Literal["new", "unchanged"] = "new" if new_items else "unchanged"
+        return PollResult(source.id, source.url, status, len(new_items), queued)
+
+    async def _failed(self, source: DueSource, error: str, retry_after: float | None) -> PollResult:
+        failures = source.consecutive_failures + 1
+        next_at = self._next_poll(source, failures, retry_after, None)
+        self._buffer.outcomes.append(
+            PollOutcome(source.id, self.clock(), next_at, ok=False, error=error)
+        )
+        log.warning(
+            "poll failed source=%d url=%s failures=%d next_in=%ds error=%s",
+            source.id,
+            source.url,
+            failures,
+            (next_at - self.clock()).total_seconds(),
+            error,
+        )
+        return PollResult(source.id, source.url, "failed", error=error)
+
+    def _next_poll(
+        self, source: DueSource, failures: int, retry_after: float | None, max_age: float | None
+    ) -> datetime:
+        delay = next_poll_delay(
+            interval=float(source.interval_seconds or self.settings.interval),
+            failures=failures,
+            max_interval=self.settings.max_interval,
+            retry_after=retry_after,
+            max_age=max_age,
+            jitter=self.settings.jitter,
+            rnd=self.rng(),
+        )
+        return self.clock() + timedelta(seconds=delay)
