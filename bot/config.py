@@ -84,9 +84,7 @@ class DatabaseConfig(_Section):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not (value.startswith("sqlite:///") or value.startswith("postgresql://")):
-            raise ValueError(
-                "sqlite:///PATH or postgresql://user@host:port/db"
-            )
+            raise ValueError("sqlite:///PATH or postgresql://user@host:port/db")
         return value
 
 
@@ -186,9 +184,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             table[key] = value
 
 
-def load_config(
-    path: Path | None = None, *, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (or ./config.toml when present, else built-in defaults)."""
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}

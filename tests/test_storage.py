@@ -27,14 +27,29 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def item(key: str, *, link: str | None = None, published: datetime | None = None) -> Item:
     return Item(
-        key=key, title=f"title {key}", link=link, summary="summary", author=None,
-        published=published, image=None, categories=("a", "b"), link_norm=link,
+        key=key,
+        title=f"title {key}",
+        link=link,
+        summary="summary",
+        author=None,
+        published=published,
+        image=None,
+        categories=("a", "b"),
+        link_norm=link,
     )
 
 
 def ok(source_id: int, *, at: datetime = NOW) -> PollOutcome:
-    return PollOutcome(source_id, at, at + timedelta(minutes=10), ok=True,
-                       etag='"v1"', last_modified=None, body_hash="h1", keep_validators=False)
+    return PollOutcome(
+        source_id,
+        at,
+        at + timedelta(minutes=10),
+        ok=True,
+        etag='"v1"',
+        last_modified=None,
+        body_hash="h1",
+        keep_validators=False,
+    )
 
 
 async def test_migrations_match_the_models(db: Database) -> None:
@@ -78,8 +93,14 @@ def test_database_urls_map_to_async_drivers() -> None:
 
 async def test_item_key_is_unique_per_source(store: Store) -> None:
     source = await store.add_source("https://example.com/feed", now=NOW)
-    row = {"source_id": source, "item_key": "k", "title": "t", "summary": "", "categories": [],
-           "first_seen_at": NOW}
+    row = {
+        "source_id": source,
+        "item_key": "k",
+        "title": "t",
+        "summary": "",
+        "categories": [],
+        "first_seen_at": NOW,
+    }
     async with store.db.write() as conn:
         await conn.execute(insert(items).values(**row))
     with pytest.raises(IntegrityError):
@@ -92,13 +113,25 @@ async def test_outbox_is_unique_per_subscription_and_item(store: Store) -> None:
         [ConfigFeed("https://example.com/feed", WebhookTarget(1, "tok"))], now=NOW
     )
     claimed = await store.claim_due_sources(now=NOW, limit=10, lease=timedelta(minutes=5))
-    await store.record_items(claimed[0].id, [item("a")], to_queue=set(), outcome=ok(claimed[0].id),
-                             meta=None, first_poll=True)
+    await store.record_items(
+        claimed[0].id,
+        [item("a")],
+        to_queue=set(),
+        outcome=ok(claimed[0].id),
+        meta=None,
+        first_poll=True,
+    )
     async with store.db.read() as conn:
         item_id = (await conn.execute(select(items.c.id))).scalar_one()
         sub_id = (await conn.execute(select(subscriptions.c.id))).scalar_one()
-    row = {"subscription_id": sub_id, "item_id": item_id, "state": "pending", "attempts": 0,
-           "next_attempt_at": NOW, "created_at": NOW}
+    row = {
+        "subscription_id": sub_id,
+        "item_id": item_id,
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": NOW,
+        "created_at": NOW,
+    }
     async with store.db.write() as conn:
         await conn.execute(insert(outbox).values(**row))
     with pytest.raises(IntegrityError):
@@ -113,7 +146,11 @@ async def test_first_poll_records_items_and_queues_nothing(store: Store) -> None
     (due,) = await store.claim_due_sources(now=NOW, limit=10, lease=timedelta(minutes=5))
     assert not due.initialized
     queued = await store.record_items(
-        due.id, [item("a"), item("b")], to_queue={"a", "b"}, outcome=ok(due.id), meta=None,
+        due.id,
+        [item("a"), item("b")],
+        to_queue={"a", "b"},
+        outcome=ok(due.id),
+        meta=None,
         first_poll=True,
     )
     assert queued == 0
@@ -127,29 +164,47 @@ async def test_backfill_queues_the_newest_items_oldest_first(store: Store) -> No
         [ConfigFeed("https://example.com/feed", WebhookTarget(1, "tok"), backfill=2)], now=NOW
     )
     (due,) = await store.claim_due_sources(now=NOW, limit=10, lease=timedelta(minutes=5))
-    await store.record_items(due.id, [item("old"), item("mid"), item("new")], to_queue=set(),
-                             outcome=ok(due.id), meta=None, first_poll=True)
+    await store.record_items(
+        due.id,
+        [item("old"), item("mid"), item("new")],
+        to_queue=set(),
+        outcome=ok(due.id),
+        meta=None,
+        first_poll=True,
+    )
     assert [key for _, key, _ in await store.outbox_items()] == ["mid", "new"]
 
 
 async def test_new_items_queue_one_row_per_active_subscription(store: Store) -> None:
     url = "https://example.com/feed"
     await store.sync_config_feeds(
-        [ConfigFeed(url, WebhookTarget(1, "a")), ConfigFeed(url, WebhookTarget(2, "b")),
-         ConfigFeed(url, WebhookTarget(2, "b", thread_id=99))],
+        [
+            ConfigFeed(url, WebhookTarget(1, "a")),
+            ConfigFeed(url, WebhookTarget(2, "b")),
+            ConfigFeed(url, WebhookTarget(2, "b", thread_id=99)),
+        ],
         now=NOW,
     )
     (due,) = await store.claim_due_sources(now=NOW, limit=10, lease=timedelta(minutes=5))
-    await store.record_items(due.id, [item("a")], to_queue=set(), outcome=ok(due.id), meta=None,
-                             first_poll=True)
+    await store.record_items(
+        due.id, [item("a")], to_queue=set(), outcome=ok(due.id), meta=None, first_poll=True
+    )
     queued = await store.record_items(
-        due.id, [item("b"), item("c")], to_queue={"b", "c"}, outcome=ok(due.id), meta=None,
+        due.id,
+        [item("b"), item("c")],
+        to_queue={"b", "c"},
+        outcome=ok(due.id),
+        meta=None,
         first_poll=False,
     )
     assert queued == 6
     # The same items again (another process got there first) queue nothing more.
     again = await store.record_items(
-        due.id, [item("b"), item("c")], to_queue={"b", "c"}, outcome=ok(due.id), meta=None,
+        due.id,
+        [item("b"), item("c")],
+        to_queue={"b", "c"},
+        outcome=ok(due.id),
+        meta=None,
         first_poll=False,
     )
     assert again == 0
@@ -164,10 +219,13 @@ async def test_config_sync_upserts_and_disables_removed_entries(store: Store) ->
     assert (await store.counts())["subscriptions"] == 2
     await store.sync_config_feeds([a], now=NOW)
     async with store.db.read() as conn:
-        rows = (await conn.execute(
-            select(subscriptions.c.enabled, subscriptions.c.disabled_reason)
-            .order_by(subscriptions.c.id)
-        )).all()
+        rows = (
+            await conn.execute(
+                select(subscriptions.c.enabled, subscriptions.c.disabled_reason).order_by(
+                    subscriptions.c.id
+                )
+            )
+        ).all()
     assert [tuple(r) for r in rows] == [(True, None), (False, REMOVED_FROM_CONFIG)]
     # A source without an active subscription is not polled.
     due = await store.claim_due_sources(now=NOW, limit=10, lease=timedelta(minutes=5))
@@ -201,9 +259,7 @@ async def test_failures_count_up_and_success_resets(store: Store) -> None:
     (due,) = await store.claim_due_sources(now=NOW, limit=1, lease=timedelta(minutes=5))
     for n in range(3):
         at = NOW + timedelta(minutes=n)
-        await store.record_outcomes(
-            [PollOutcome(due.id, at, at, ok=False, error=f"HTTP 500 #{n}")]
-        )
+        await store.record_outcomes([PollOutcome(due.id, at, at, ok=False, error=f"HTTP 500 #{n}")])
     (health,) = await store.source_health()
     assert health.consecutive_failures == 3
     assert health.failing_since == NOW
@@ -220,5 +276,6 @@ async def test_move_source_refuses_a_url_another_source_has(store: Store) -> Non
     assert not await store.move_source(a, "https://example.com/b")
     assert await store.move_source(a, "https://example.com/c")
     assert {h.url for h in await store.source_health()} == {
-        "https://example.com/b", "https://example.com/c"
+        "https://example.com/b",
+        "https://example.com/c",
     }
