@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 # How often the scheduler looks for due sources; polls themselves follow each
 # source's own interval, so this only bounds how late a due poll can start.
-TICK_SECONDS = 5.0
+MAX_TICK_SECONDS = 5.0
 STOP_TIMEOUT = 8.0
 
 
@@ -66,17 +66,21 @@ class App:
         self.fetcher = Fetcher(net_settings(config))
         self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
-        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         await self.db.upgrade()
+        if self.db.dialect == "sqlite":
+            # One process per SQLite file: claims still set were left by a crash.
+            released = await self.store.release_claims()
+            if released:
+                log.info("released claims left by an earlier run count=%d", released)
         await self.store.sync_config_feeds(config_feeds(self.config), now=self.clock())
         await self.fetcher.__aenter__()
         # One tick job, never overlapping itself; missed runs collapse into one.
         self.scheduler.add_job(
             self.poller.tick,
             "interval",
-            seconds=TICK_SECONDS,
+            seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
             id="poll-tick",
             max_instances=1,
             coalesce=True,
@@ -85,13 +89,17 @@ class App:
         )
         self.scheduler.start()
         log.info("feedhook started version=%s feeds=%d", __version__, len(self.config.feeds))
+        if not self.config.feeds and not self.config.discord.token:
+            log.warning(
+                "nothing to relay: add [[feeds]] tables to the config file "
+                "(see config.example.toml) or set discord.token"
+            )
 
     async def stop(self) -> None:
         self.scheduler.shutdown(wait=False)
         await self.poller.stop(grace=STOP_TIMEOUT - 2)
         await self.fetcher.close()
         await self.db.dispose()
-        self._stopped.set()
         log.info("feedhook stopped")
 
     async def run_until_signalled(self) -> None:

@@ -71,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"feedhook: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging)
+    logging_config = config.logging
+    if args.command != "run" and logging_config.level == "INFO":
+        # One-shot commands answer on stdout/stderr themselves; INFO lines would only
+        # bury that answer. An explicit DEBUG still shows everything.
+        logging_config = logging_config.model_copy(update={"level": "WARNING"})
+    setup_logging(logging_config)
     try:
         if args.command == "run":
             asyncio.run(App(config).run_until_signalled())

@@ -152,6 +152,7 @@ class Poller:
         self._buffer = _Buffer()
         self._flush_lock = asyncio.Lock()
         self._stopping = False
+        self._ticking: asyncio.Task[object] | None = None
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class Poller:
         the whole tick.
         """
         started: list[asyncio.Task[PollResult]] = []
+        self._ticking = asyncio.current_task()
         while not self._stopping:
             free = self.settings.concurrency - len(self._in_flight)
             if free <= 0:
@@ -209,6 +211,11 @@ class Poller:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        # A tick waiting for a free slot wakes up once the polls above end, sees
+        # the stop flag and returns; wait for it so nothing touches a closed pool.
+        tick = self._ticking
+        if tick is not None and tick is not asyncio.current_task() and not tick.done():
+            await asyncio.wait([tick], timeout=grace)
         await self.flush()
 
     async def flush(self) -> None:

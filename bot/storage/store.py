@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -111,7 +111,7 @@ class Store:
     async def claim_due_sources(
         self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()
     ) -> list[DueSource]:
-        """Claim up to ``limit`` due sources by pushing their next poll out by ``lease``.
+        """Claim up to ``limit`` due sources for ``lease``.
 
         Several processes may claim at once: on PostgreSQL, ``SKIP LOCKED``
         hands each row to one of them; a crashed poller's claim simply expires.
@@ -123,7 +123,11 @@ class Store:
         )
         due = (
             select(sources.c.id)
-            .where(sources.c.next_poll_at <= now, has_active)
+            .where(
+                sources.c.next_poll_at <= now,
+                or_(sources.c.claimed_until.is_(None), sources.c.claimed_until <= now),
+                has_active,
+            )
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
@@ -135,7 +139,7 @@ class Store:
         stmt = (
             update(sources)
             .where(sources.c.id.in_(due.scalar_subquery()))
-            .values(next_poll_at=now + lease)
+            .values(claimed_until=now + lease)
             .returning(
                 sources.c.id,
                 sources.c.url,
@@ -150,6 +154,17 @@ class Store:
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt)).all()
         return [DueSource(*row) for row in rows]
+
+    async def release_claims(self) -> int:
+        """Free every claim. Only for a process that knows it is the database's sole
+        user (SQLite): claims left by a crash would otherwise hold sources until they expire."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(sources)
+                .where(sources.c.claimed_until.is_not(None))
+                .values(claimed_until=None)
+            )
+        return int(result.rowcount)
 
     async def record_outcomes(self, outcomes: Sequence[PollOutcome]) -> None:
         """Store many poll outcomes in one transaction (one executemany per shape)."""
@@ -167,6 +182,7 @@ class Store:
                     .values(
                         last_polled_at=bindparam("b_polled"),
                         next_poll_at=bindparam("b_next"),
+                        claimed_until=None,
                         consecutive_failures=sources.c.consecutive_failures + 1,
                         failing_since=func.coalesce(sources.c.failing_since, bindparam("b_polled")),
                         last_error=bindparam("b_error"),
@@ -183,10 +199,11 @@ class Store:
                 )
 
     async def _record_ok(self, conn: AsyncConnection, ok: Sequence[PollOutcome]) -> None:
-        health = {
+        health: dict[str, Any] = {
             "last_polled_at": bindparam("b_polled"),
             "last_success_at": bindparam("b_polled"),
             "next_poll_at": bindparam("b_next"),
+            "claimed_until": None,
             "consecutive_failures": 0,
             "failing_since": None,
             "last_error": None,
@@ -305,6 +322,7 @@ class Store:
                 "last_polled_at": now,
                 "last_success_at": now,
                 "next_poll_at": outcome.next_poll_at,
+                "claimed_until": None,
                 "consecutive_failures": 0,
                 "failing_since": None,
                 "last_error": None,

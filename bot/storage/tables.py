@@ -29,6 +29,8 @@ class SourceRow(SQLModel, table=True):
     body_hash: str | None = Field(default=None, max_length=64)
     initialized: bool = Field(default=False)
     next_poll_at: datetime = Field(index=True)
+    # Set while a poller works on the source; an expired claim is free again.
+    claimed_until: datetime | None = Field(default=None)
     last_polled_at: datetime | None = Field(default=None)
     last_success_at: datetime | None = Field(default=None)
     failing_since: datetime | None = Field(default=None)

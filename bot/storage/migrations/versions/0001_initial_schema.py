@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("body_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("initialized", sa.Boolean(), nullable=False),
         sa.Column("next_poll_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("claimed_until", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("last_polled_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("last_success_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("failing_since", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
