@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from tests.test_poller import rss
 HOOK = "https://discord.com/api/webhooks/{id}/token-{id}"
 
 
-def write_config(tmp_path: Path, *, feeds: list[str] = (), interval: str = "10m") -> Path:  # type: ignore[assignment]
+def write_config(tmp_path: Path, *, feeds: Sequence[str] = (), interval: str = "10m") -> Path:
     lines = [
         "[database]",
         f'url = "sqlite:///{tmp_path / "feedhook.db"}"',
@@ -38,7 +38,7 @@ def write_config(tmp_path: Path, *, feeds: list[str] = (), interval: str = "10m"
     return path
 
 
-async def feedhook(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def feedhook(*args: str, limit: float = 60) -> tuple[int, str, str]:
     """Run the CLI in a subprocess without blocking the loop that serves the feeds."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -48,7 +48,7 @@ async def feedhook(*args: str, timeout: float = 60) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -127,7 +127,8 @@ async def test_check_refuses_private_addresses_by_default(feed_server: FeedServe
     feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
     code, _out, err = await feedhook("check", feed_server.url("/f.xml"))
     assert code == 1
-    assert "private" in err and "polling.allow" in err
+    assert "private" in err
+    assert "polling.allow" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -156,8 +157,8 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
 # -- run -----------------------------------------------------------------------------
 
 
-async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -206,7 +207,8 @@ async def test_run_polls_and_stops_cleanly_on_sigterm(
     code, out, _ = await feedhook("status", "--config", str(config))
     assert code == 0
     assert "1 sources, 2 items seen, 1 deliveries queued" in out
-    assert "Test feed" in out and "ok;" in out
+    assert "Test feed" in out
+    assert "ok;" in out
 
 
 class GrowingFeeds:
@@ -253,7 +255,7 @@ async def test_killed_mid_poll_loses_nothing_and_duplicates_nothing(
     # A last clean run: every feed is polled again after the crashes.
     before = dict(feeds.served)
     proc = await start_run(config)
-    await wait_for(lambda: all(feeds.served[n] > before[n] + 1 for n in names), timeout=30)
+    await wait_for(lambda: all(feeds.served[n] > before[n] + 1 for n in names), limit=30)
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0
