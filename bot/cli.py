@@ -168,7 +168,14 @@ def _span(seconds: int) -> str:
 
 
 async def print_status(config: Config, *, out: TextIO) -> None:
-    db = Database(config.database.url)
+    url = config.database.url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        # Opening it would create an empty file; say where we looked instead.
+        raise CommandError(
+            f"no database at {url.removeprefix('sqlite:///')}; run `feedhook run` "
+            "(or pass the --config that names your database)"
+        )
+    db = Database(url)
     try:
         if await db.current_revision() is None:
             raise CommandError(

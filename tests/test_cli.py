@@ -145,7 +145,8 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     code, out, err = await feedhook("status", "--config", str(config))
     assert code == 1
-    assert "feedhook db upgrade" in err
+    assert f"no database at {tmp_path / 'feedhook.db'}; run `feedhook run`" in err
+    assert not (tmp_path / "feedhook.db").exists()
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
     assert (code, out.strip()) == (0, "database upgraded from empty to 0001")
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))

@@ -97,16 +97,23 @@ class Database:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_run_upgrade)
         except OperationalError as exc:
-            raise DatabaseError(
-                f"cannot open database {redact_url(self.url)}: {exc.orig}; "
-                "check database.url and that the server is running"
-            ) from None
+            raise self._unreachable(exc) from None
 
     async def current_revision(self) -> str | None:
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+        except OperationalError as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: OperationalError) -> DatabaseError:
+        reason = " ".join(str(exc.orig).split())
+        return DatabaseError(
+            f"cannot open database {redact_url(self.url)}: {reason}; "
+            "check database.url and that the server is running"
+        )
 
 
 def alembic_config() -> AlembicConfig:
