@@ -22,9 +22,9 @@ from bot.config import Config, ConfigError, load_config
 from bot.logs import setup_logging
 from bot.models import Item
 from bot.net import Fetcher, FetchError
-from bot.poller import link_counts
+from bot.poller import build_items, link_counts
 from bot.render import render_item
-from bot.sources.feed import ParsedFeed, ParseError, build_item
+from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.store import Store
@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "check":
             asyncio.run(check_source(config, args.source, as_json=args.json, out=sys.stdout))
         elif args.command == "status":
+            require_sqlite_file(config.database.url)
             asyncio.run(print_status(config, out=sys.stdout))
         elif args.command == "db":
             asyncio.run(upgrade_database(config))
@@ -107,11 +108,7 @@ async def check_source(config: Config, source: str, *, as_json: bool, out: TextI
             parsed = await parse_off_loop(fetched.result)
     except (FetchError, ParseError) as exc:
         raise CommandError(f"{url}: {exc}") from None
-    counts = link_counts(parsed.entries)
-    built = [
-        build_item(parsed, entry, link_is_unique=counts.get(entry.link_norm or "", 0) == 1)
-        for entry in parsed.entries
-    ]
+    built = build_items(parsed, parsed.entries, link_counts(parsed.entries))
     if fetched.moved_to:
         print(f"note: the feed lives at {fetched.moved_to}", file=sys.stderr)
     if as_json:
@@ -167,15 +164,17 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
-async def print_status(config: Config, *, out: TextIO) -> None:
-    url = config.database.url
+def require_sqlite_file(url: str) -> None:
+    """Opening a missing SQLite file would create an empty one; say where we looked instead."""
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        # Opening it would create an empty file; say where we looked instead.
         raise CommandError(
             f"no database at {url.removeprefix('sqlite:///')}; run `feedhook run` "
             "(or pass the --config that names your database)"
         )
-    db = Database(url)
+
+
+async def print_status(config: Config, *, out: TextIO) -> None:
+    db = Database(config.database.url)
     try:
         if await db.current_revision() is None:
             raise CommandError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from bot.models import Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
 from bot.sources.resolve import fetch_source, parse_off_loop
@@ -106,6 +107,16 @@ def oldest_first(entries: Sequence[ParsedEntry]) -> list[ParsedEntry]:
     if entries and all(entry.published is not None for entry in entries):
         return sorted(entries, key=lambda entry: entry.published or T_MIN)
     return list(reversed(entries))
+
+
+def build_items(
+    parsed: ParsedFeed, entries: Sequence[ParsedEntry], counts: dict[str, int]
+) -> list[Item]:
+    """Full items for ``entries``; a shared link is no duplicate guard (``link_norm`` None)."""
+    return [
+        build_item(parsed, entry, link_is_unique=counts.get(entry.link_norm or "", 0) == 1)
+        for entry in entries
+    ]
 
 
 def keys_to_queue(new_oldest_first: Sequence[ParsedEntry], cap: int) -> set[str]:
@@ -311,11 +322,9 @@ class Poller:
                 "more new items than polling.max_new_per_poll; the publisher may have "
                 "rewritten its ids; the rest are marked seen",
             )
-        # Building an Item converts HTML to markdown: only worth it for new entries.
-        new_items = [
-            build_item(parsed, entry, link_is_unique=counts.get(entry.link_norm or "", 0) == 1)
-            for entry in new
-        ]
+        # Building an Item converts HTML to markdown: only worth it for new entries,
+        # and CPU-heavy enough (a first poll can take seconds) to keep off the loop.
+        new_items = await asyncio.to_thread(build_items, parsed, new, counts) if new else []
         info = parsed.info
         queued = await self.store.record_items(
             source.id,

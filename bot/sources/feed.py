@@ -1,0 +1,899 @@
+"""Parse RSS, RDF and Atom documents into :class:`~bot.models.Item` objects.
+
+Two stages, because most polls bring nothing new:
+
+* :func:`parse_feed` runs feedparser once and computes, per entry, only what
+  the poller needs to spot new entries (key, link, normalised link, date).
+* :func:`build_item` does the expensive part (HTML to Discord markdown, image
+  lookup) and is called only for entries the poller has never seen.
+
+Nothing here touches the network or the file system: feedparser is only ever
+given the bytes we already fetched, wrapped in :class:`io.BytesIO`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import codecs
+import hashlib
+import html
+import io
+import re
+import time
+import xml.sax
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any, Final
+from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
+
+import feedparser  # type: ignore[import-untyped, unused-ignore]
+from bs4 import BeautifulSoup, Tag
+from markdownify import ATX, MarkdownConverter
+
+from bot.models import FeedInfo, Item
+
+__all__ = [
+    "ParseError",
+    "ParsedEntry",
+    "ParsedFeed",
+    "build_item",
+    "find_feed_links",
+    "looks_like_html",
+    "normalise_link",
+    "parse_feed",
+]
+
+_HINT: Final = "check the URL points at an RSS, Atom or JSON feed"
+_MAX_KEY_LEN: Final = 500
+_MIN_YEAR: Final = 1990  # feeds use 1970-01-01 / 0001-01-01 as "no date"
+_MAX_FUTURE: Final = timedelta(days=366)
+_UNTITLED: Final = "(untitled)"
+_TITLE_FROM_TEXT_LEN: Final = 80
+# HTML beyond this is not converted: a Discord embed shows 4096 characters,
+# and markdownify runs at ~1 MB/s (a 300 KB post would take ~1 s of CPU).
+_MAX_HTML_CHARS: Final = 65_536
+_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
+
+
+class ParseError(Exception):
+    """The document is not a feed we can read.
+
+    ``str(e)`` is one sentence meant for the person who added the source, e.g.
+    ``not a feed: the document is malformed XML (mismatched tag at line 3);
+    check the URL points at an RSS, Atom or JSON feed``.
+    """
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """What the poller needs about an entry to decide whether it is new."""
+
+    key: str
+    link: str | None
+    link_norm: str | None
+    published: datetime | None
+    # the feedparser entry, read by build_item(); left out of ==, hash() and repr()
+    raw: Any = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    """A parsed document: entries in document order, duplicate keys dropped."""
+
+    info: FeedInfo
+    entries: tuple[ParsedEntry, ...]
+    base_url: str
+    author: str | None = None  # feed-level author: build_item's fallback for entries
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup for a plain dict or a CIMultiDictProxy."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    for key, val in headers.items():
+        if key.lower() == wanted:
+            return val
+    return None
+
+
+def _split_content_type(value: str | None) -> tuple[str, str | None]:
+    """``"text/html; charset=UTF-8"`` -> ``("text/html", "utf-8")``."""
+    if not value:
+        return "", None
+    mime, _, params = value.partition(";")
+    charset = None
+    for param in params.split(";"):
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = val.strip().strip("\"'").lower() or None
+    return mime.strip().lower(), charset
+
+
+def _document_base(url: str, content_location: str | None) -> str:
+    if content_location and content_location.strip():
+        base = urljoin(url, content_location.strip())
+        if urlsplit(base).scheme in ("http", "https"):
+            return base
+    return url
+
+
+# --------------------------------------------------------------------------- sniffing
+
+_BOMS: Final = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _sniff(body: bytes, limit: int = 2048) -> tuple[bytes, bytes]:
+    """(doctype, first element) at the start of ``body``, each lower-cased.
+
+    Skips a BOM, whitespace, an XML declaration / processing instructions and
+    comments, so ``<?xml ...?><!-- x --><!DOCTYPE html><html>`` gives
+    ``(b"<!doctype html>", b"<html>...")``. Either may be ``b""``.
+    """
+    head = body[:limit]
+    for bom in _BOMS:
+        if head.startswith(bom):
+            head = head[len(bom) :]
+            break
+    doctype = b""
+    for _ in range(16):
+        head = head.lstrip()
+        if head.startswith(b"<?"):
+            end = head.find(b"?>")
+            head = head[end + 2 :] if end >= 0 else b""
+        elif head.startswith(b"<!--"):
+            end = head.find(b"-->")
+            head = head[end + 3 :] if end >= 0 else b""
+        elif head[:9].lower() == b"<!doctype" and not doctype:
+            end = head.find(b">")
+            doctype = head[: end + 1 if end >= 0 else 64][:64].lower()
+            head = head[end + 1 :] if end >= 0 else b""
+        else:
+            break
+    return doctype, head[:32].lower()
+
+
+_FEED_STARTS: Final = (b"<rss", b"<feed", b"<rdf:rdf", b"<rdf", b"<channel", b"{", b"[")
+
+
+def _is_html_document(body: bytes) -> bool | None:
+    """True / False when the body's start settles it, None when it does not."""
+    doctype, element = _sniff(body)
+    if element.startswith(b"<html"):
+        return True
+    if element.startswith(_FEED_STARTS):  # even after a stray <!DOCTYPE html>
+        return False
+    if doctype.startswith(b"<!doctype html"):
+        return True
+    return None
+
+
+def looks_like_html(body: bytes, headers: Mapping[str, str]) -> bool:
+    """True for a web page rather than a feed.
+
+    A body starting with ``<!doctype html`` or ``<html`` (after an XML
+    declaration / comments) is HTML whatever the headers say, unless the
+    doctype is followed by a feed's root element (some generators emit
+    ``<!DOCTYPE html><feed ...>``). ``Content-Type: text/html`` counts too,
+    *unless* the body plainly starts as a feed (``<rss``, ``<feed``,
+    ``<rdf:RDF``, JSON): many servers send real feeds as text/html, and those
+    must still be parsed.
+    """
+    sniffed = _is_html_document(body)
+    if sniffed is not None:
+        return sniffed
+    mime, _ = _split_content_type(_header(headers, "content-type"))
+    return mime == "text/html"
+
+
+# --------------------------------------------------------------------------- links
+
+
+_TRACKING_PARAMS: Final = frozenset({"fbclid", "gclid", "dclid", "msclkid", "mc_eid"})
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+
+
+def _is_tracking_param(segment: str) -> bool:
+    name = unquote_plus(segment.partition("=")[0]).strip().lower()
+    return name.startswith("utm_") or name in _TRACKING_PARAMS
+
+
+_C0_AND_SPACE: Final = "".join(map(chr, range(33)))
+
+
+def _strip_url(url: str) -> str:
+    """Strip Unicode whitespace and C0 controls (what urlsplit strips) until stable."""
+    while True:
+        stripped = url.strip().strip(_C0_AND_SPACE)
+        if stripped == url:
+            return url
+        url = stripped
+
+
+def normalise_link(url: str) -> str:
+    """A canonical form of ``url`` to compare links, not to fetch them.
+
+    http becomes https, scheme and host are lower-cased, the default port,
+    the fragment, a trailing slash and tracking parameters (``utm_*``,
+    ``fbclid``, ...) are dropped; the root path is always ``/``. Other query
+    parameters keep their order and spelling. Idempotent.
+    """
+    url = _strip_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc
+    if netloc:
+        userinfo, at, hostport = netloc.rpartition("@")
+        hostport = hostport.rstrip(":")  # "host:" has no port
+        host, port = hostport, ""
+        if hostport.startswith("["):  # IPv6 literal
+            close = hostport.find("]")
+            if close >= 0 and hostport[close + 1 : close + 2] == ":":
+                host, port = hostport[: close + 1], hostport[close + 2 :]
+        else:
+            head, colon, tail = hostport.rpartition(":")
+            if colon and tail.isdigit():
+                host, port = head, tail
+        host = host.lower()
+        if port and (port == _DEFAULT_PORTS.get(scheme) or (scheme == "http" and port == "443")):
+            port = ""
+        netloc = f"{userinfo}{at}{host}{':' if port else ''}{port}"
+    if scheme == "http":
+        scheme = "https"
+    path = parts.path
+    if netloc or scheme in ("http", "https"):
+        path = path.rstrip("/") or "/"
+    query = "&".join(seg for seg in parts.query.split("&") if seg and not _is_tracking_param(seg))
+    return _strip_url(urlunsplit((scheme, netloc, path, query, "")))
+
+
+def _absolute_http(base: str, ref: str | None) -> str | None:
+    """``ref`` made absolute against ``base``; None unless it is http(s)."""
+    if not ref:
+        return None
+    ref = ref.strip()
+    if not ref:
+        return None
+    scheme, colon, rest = ref.partition(":")
+    if colon and rest.startswith("///") and scheme.lower() in ("http", "https"):
+        ref = f"{scheme}://{rest.lstrip('/')}"  # "https:///host/x", as browsers read it
+    try:
+        absolute = urljoin(base, ref)
+        parts = urlsplit(absolute)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return absolute
+
+
+# --------------------------------------------------------------------------- text helpers
+
+_BLOCK_TAGS: Final = frozenset(
+    {
+        "br",
+        "p",
+        "div",
+        "li",
+        "ul",
+        "ol",
+        "tr",
+        "td",
+        "th",
+        "hr",
+        "pre",
+        "blockquote",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "section",
+        "article",
+        "figure",
+        "figcaption",
+    }
+)
+_SKIP_TAGS: Final = frozenset({"script", "style", "iframe", "noscript", "template", "svg"})
+_ENTITY: Final = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_MANY_NEWLINES: Final = re.compile(r"\n{3,}")
+_TRAILING_SPACE: Final = re.compile(r"[ \t\u00a0]+\n")
+
+
+class _TextExtractor(HTMLParser):
+    """HTML -> plain text (entities decoded, script/style dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _html_to_text(fragment: str) -> str:
+    if "<" not in fragment and "&" not in fragment:
+        return _collapse(fragment)
+    parser = _TextExtractor()
+    parser.feed(fragment)
+    parser.close()
+    return _collapse("".join(parser.parts))
+
+
+def _plain(value: Any, detail: Any = None) -> str:
+    """A feedparser text construct as one line of plain text."""
+    if not isinstance(value, str) or not value:
+        return ""
+    ctype = detail.get("type", "") if isinstance(detail, Mapping) else ""
+    if ctype in _HTML_TYPES:
+        return _html_to_text(value)
+    if _ENTITY.search(value):  # double-escaped "&amp;amp;" is common in RSS titles
+        value = html.unescape(value)
+    return _collapse(value)
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def _tidy_markdown(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _TRAILING_SPACE.sub("\n", text)
+    return _MANY_NEWLINES.sub("\n\n", text).strip()
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def _to_datetime(value: Any, now: datetime) -> datetime | None:
+    """feedparser's UTC struct_time -> aware UTC datetime, or None if absurd."""
+    if not isinstance(value, time.struct_time):
+        return None
+    if not _MIN_YEAR <= value.tm_year <= now.year + 1:
+        return None
+    try:
+        moment = datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if moment > now + _MAX_FUTURE:
+        return None
+    return moment
+
+
+def _entry_date(raw: Any, now: datetime) -> datetime | None:
+    # dict.get, not FeedParserDict.get: the latter maps a missing
+    # "updated_parsed" to "published_parsed" with a DeprecationWarning.
+    for name in ("published_parsed", "updated_parsed"):
+        moment = _to_datetime(dict.get(raw, name), now)
+        if moment is not None:
+            return moment
+    return None
+
+
+# --------------------------------------------------------------------------- parse_feed
+
+_KINDS: Final = {
+    "rss090": "rdf",
+    "rss10": "rdf",
+    "rss091n": "rss",
+    "rss091u": "rss",
+    "rss092": "rss",
+    "rss093": "rss",
+    "rss094": "rss",
+    "rss20": "rss",
+    "rss": "rss",
+    "cdf": "rss",
+}
+
+
+def _kind(version: str) -> str:
+    if version.startswith("atom"):
+        return "atom"
+    return _KINDS.get(version, "rss")
+
+
+def _bozo_reason(exc: Any) -> str:
+    if isinstance(exc, xml.sax.SAXParseException):
+        return f"the document is malformed XML ({exc.getMessage()} at line {exc.getLineNumber()})"
+    if isinstance(exc, xml.sax.SAXException):
+        return f"the document is malformed XML ({_shorten(_collapse(str(exc)), 120)})"
+    if isinstance(exc, feedparser.CharacterEncodingUnknown):
+        return "the document's character encoding could not be worked out"
+    # NonXMLContentType / CharacterEncodingOverride alone don't explain a failure
+    return "the XML document has no RSS or Atom elements"
+
+
+def _failure(body: bytes, result: Any) -> ParseError:
+    _, start = _sniff(body)
+    if start.startswith((b"{", b"[")):
+        reason = "the document is JSON, not RSS or Atom XML"
+    elif not start.startswith(b"<"):
+        reason = "the document is plain text, not XML"
+    else:
+        reason = _bozo_reason(result.get("bozo_exception"))
+    return ParseError(f"not a feed: {reason}; {_HINT}")
+
+
+def _body_values(raw: Any) -> list[Any]:
+    """content[*] then summary_detail: feedparser dicts with value/type/base."""
+    values: list[Any] = [c for c in dict.get(raw, "content") or () if isinstance(c, Mapping)]
+    summary = dict.get(raw, "summary_detail")
+    if isinstance(summary, Mapping):
+        values.append(summary)
+    elif isinstance(dict.get(raw, "summary"), str):
+        values.append({"value": dict.get(raw, "summary"), "type": "text/html", "base": ""})
+    return values
+
+
+def _longest_body(raw: Any) -> Any:
+    best: Any = None
+    best_len = -1
+    for value in _body_values(raw):
+        text = value.get("value") or ""
+        if isinstance(text, str) and len(text) > best_len:
+            best, best_len = value, len(text)
+    return best
+
+
+def _hash_key(*parts: str) -> str:
+    return "sha256:" + hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()
+
+
+def _entry_key(raw: Any, link: str | None) -> str:
+    key = dict.get(raw, "id")
+    key = key.strip() if isinstance(key, str) else ""
+    if not key and link:
+        key = link
+    if not key:
+        title = dict.get(raw, "title") or ""
+        date = dict.get(raw, "published") or dict.get(raw, "updated") or ""
+        body = _longest_body(raw)
+        content = (body.get("value") or "") if body is not None else ""
+        return _hash_key(str(title), str(date), str(content))
+    if len(key) > _MAX_KEY_LEN:
+        return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+    return key
+
+
+def _feed_info(feed: Any, version: str, url: str, base: str) -> FeedInfo:
+    title = _plain(dict.get(feed, "title"), dict.get(feed, "title_detail"))
+    if not title:
+        title = urlsplit(url).hostname or url
+    link = _absolute_http(base, dict.get(feed, "link"))
+    icon = None
+    image = dict.get(feed, "image")
+    candidates = [
+        image.get("href") if isinstance(image, Mapping) else None,
+        dict.get(feed, "icon"),
+        dict.get(feed, "logo"),
+    ]
+    for candidate in candidates:
+        icon = _absolute_http(base, candidate if isinstance(candidate, str) else None)
+        if icon:
+            break
+    return FeedInfo(title=title, link=link, icon=icon, kind=_kind(version))
+
+
+def _feedparser_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers feedparser may see.
+
+    Content-Type (charset and RFC 3023 rules) and Content-Language only. No
+    Content-Location: feedparser would resolve relative ``<guid>`` values
+    against it and item keys would change with the feed's URL. Links are
+    resolved here instead: feedparser applies xml:base (absolute, or relative
+    to nothing) and we urljoin the result onto the document base. feedparser defaults a document
+    with headers but no Content-Type to ISO-8859-1, so an absent Content-Type
+    is stood in for by application/xml (= XML declaration, else UTF-8).
+    """
+    out: dict[str, str] = {}
+    ctype = _header(headers, "content-type")
+    lang = _header(headers, "content-language")
+    if lang:
+        out["content-language"] = lang
+    if ctype:
+        out["content-type"] = ctype
+    elif out:
+        out["content-type"] = "application/xml"
+    return out
+
+
+def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFeed:
+    """Parse an RSS / RDF / Atom document. CPU-bound: run it in a thread.
+
+    Raises :class:`ParseError` when ``body`` is not a feed. A feed with
+    recoverable errors (undefined entity, wrong declared encoding, ...) is
+    parsed as far as feedparser gets.
+    """
+    if not body.strip():
+        raise ParseError(f"not a feed: the response body is empty; {_HINT}")
+    if _is_html_document(body):
+        raise ParseError(
+            f"not a feed: the document is an HTML web page, not RSS or Atom XML; {_HINT}"
+        )
+    base = _document_base(url, _header(headers, "content-location"))
+
+    # io.BytesIO, not the bytes themselves: feedparser.api._open_resource
+    # read()s anything with a .read attribute and does nothing else, whereas
+    # for bytes it first tries open(body) as a *file path*, and for a str it
+    # would fetch http(s)/ftp/file URLs. A stream is never opened or fetched.
+    result = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=_feedparser_headers(headers),
+        sanitize_html=False,  # we never render HTML, it becomes markdown
+        resolve_relative_uris=False,  # done in build_item, for new entries only
+    )
+    version: str = result.get("version") or ""
+    raw_entries: list[Any] = list(result.get("entries") or ())
+    feed = result.get("feed") or {}
+    # No entries is fine for a well-formed (or merely mis-labelled) feed; with
+    # an XML syntax error it means the document is broken, e.g. truncated.
+    if not raw_entries and (
+        not version or isinstance(result.get("bozo_exception"), xml.sax.SAXException)
+    ):
+        raise _failure(body, result)
+
+    now = datetime.now(UTC)
+    entries: list[ParsedEntry] = []
+    seen: set[str] = set()
+    for raw in raw_entries:
+        link = _absolute_http(base, dict.get(raw, "link"))
+        key = _entry_key(raw, link)
+        if key in seen:
+            continue
+        seen.add(key)
+        entries.append(
+            ParsedEntry(
+                key=key,
+                link=link,
+                link_norm=normalise_link(link) if link else None,
+                published=_entry_date(raw, now),
+                raw=raw,
+            )
+        )
+    return ParsedFeed(
+        info=_feed_info(feed, version, url, base),
+        entries=tuple(entries),
+        base_url=base,
+        author=_author(feed),
+    )
+
+
+# --------------------------------------------------------------------------- build_item
+
+
+def _md_url(url: str) -> str:
+    """Make a URL safe inside markdown ``[text](url)``."""
+    return (
+        url.replace(" ", "%20")
+        .replace("(", "%28")
+        .replace(")", "%29")
+        .replace("<", "%3C")
+        .replace(">", "%3E")
+    )
+
+
+def _is_pixel(el: Tag) -> bool:
+    """1x1 tracking images (feedburner, wordpress stats) are not pictures."""
+    for dim in ("width", "height"):
+        val = el.get(dim)
+        if isinstance(val, str) and val.strip().removesuffix("px") in ("0", "1"):
+            return True
+    return False
+
+
+class _DiscordConverter(MarkdownConverter):
+    """markdownify tuned for Discord: absolute links, no inline images."""
+
+    _DROP: Final = ("script", "style", "iframe", "noscript", "template", "svg", "object", "embed")
+
+    def __init__(self, base: str, page: str | None) -> None:
+        super().__init__(
+            heading_style=ATX,
+            bullets="-",
+            escape_asterisks=True,
+            escape_underscores=True,
+            escape_misc=False,
+            autolinks=True,
+        )
+        self.base = base
+        self.page = page  # the entry's own link: what "#section" links point into
+        self.first_image: str | None = None
+
+    def convert(self, html: str) -> str:
+        soup = BeautifulSoup(html, "html.parser")
+        for el in soup.find_all(self._DROP):
+            el.decompose()
+        return str(self.convert_soup(soup))
+
+    def convert_a(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        href = el.get("href")
+        href = href.strip() if isinstance(href, str) else ""
+        if href.startswith("#"):  # in-page anchor: into the entry's page, not the feed
+            absolute = _absolute_http(self.page, href) if self.page else None
+        else:
+            absolute = _absolute_http(self.base, href)
+        if absolute is None:
+            return text
+        el["href"] = _md_url(absolute)
+        if "title" in el.attrs:
+            del el["title"]
+        return str(super().convert_a(el, text, parent_tags))  # type: ignore[misc]
+
+    def convert_img(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        if self.first_image is None and not _is_pixel(el):
+            src = el.get("src")
+            self.first_image = _absolute_http(self.base, src if isinstance(src, str) else None)
+        return ""
+
+    def convert_video(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        src = el.get("src")
+        absolute = _absolute_http(self.base, src if isinstance(src, str) else None)
+        return f"[video]({_md_url(absolute)})" if absolute else ""
+
+    def convert_br(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        return "" if "_inline" in parent_tags else "\n"
+
+    def convert_hN(self, n: int, el: Tag, text: str, parent_tags: set[str]) -> str:
+        if n <= 3:  # Discord renders #, ## and ### only
+            return str(super().convert_hN(n, el, text, parent_tags))  # type: ignore[misc]
+        text = text.strip()
+        return f"\n\n**{text}**\n\n" if text else ""
+
+
+def _markdown(body: Any, fallback_base: str, page: str | None) -> tuple[str, str | None]:
+    """(markdown, first image) of a feedparser content dict."""
+    value = body.get("value") or ""
+    if not isinstance(value, str) or not value.strip():
+        return "", None
+    base = fallback_base
+    body_base = body.get("base")
+    if isinstance(body_base, str) and body_base:
+        base = urljoin(fallback_base, body_base)
+    if body.get("type", "text/html") not in _HTML_TYPES:
+        return _tidy_markdown(value), None
+    truncated = len(value) > _MAX_HTML_CHARS
+    if truncated:
+        value = value[:_MAX_HTML_CHARS]
+        value = value[: value.rfind("<")] if "<" in value[-2048:] else value  # no half tag
+    converter = _DiscordConverter(base, page)
+    markdown = _tidy_markdown(converter.convert(value))
+    return (markdown + " …" if truncated else markdown), converter.first_image
+
+
+def _is_avatar(url: str) -> bool:
+    """WordPress.com lists the author's Gravatar as the entry's first media:content."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "gravatar.com" or host.endswith(".gravatar.com")
+
+
+def _media_image(raw: Any, base: str) -> str | None:
+    for link in dict.get(raw, "links") or ():
+        if (
+            isinstance(link, Mapping)
+            and link.get("rel") == "enclosure"
+            and str(link.get("type", "")).lower().startswith("image/")
+        ):
+            found = _absolute_http(base, link.get("href"))
+            if found:
+                return found
+    for thumb in dict.get(raw, "media_thumbnail") or ():
+        if isinstance(thumb, Mapping):
+            found = _absolute_http(base, thumb.get("url"))
+            if found:
+                return found
+    for media in dict.get(raw, "media_content") or ():
+        if not isinstance(media, Mapping):
+            continue
+        medium = str(media.get("medium", "")).lower()
+        mtype = str(media.get("type", "")).lower()
+        if medium == "image" or mtype.startswith("image/"):
+            found = _absolute_http(base, media.get("url"))
+            if found and not _is_avatar(found):
+                return found
+    return None
+
+
+def _author(raw: Any) -> str | None:
+    """The author's name; for RSS's ``email (Name)`` form, the name.
+
+    feedparser splits ``email (Name)`` itself, but its e-mail pattern allows
+    only 2-4 letter TLDs and mangles ``a@b.example (Name)`` into ``ple (Name``.
+    """
+    author = dict.get(raw, "author")
+    if isinstance(author, str):
+        address, paren, name = author.strip().partition(" (")
+        if paren and "@" in address and " " not in address and name.endswith(")"):
+            return _plain(name[:-1]) or None
+    detail = dict.get(raw, "author_detail")
+    detail_name = detail.get("name") if isinstance(detail, Mapping) else None
+    return _plain(detail_name) or _plain(author) or None
+
+
+def _categories(raw: Any) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for tag in dict.get(raw, "tags") or ():
+        term = tag.get("term") if isinstance(tag, Mapping) else None
+        if isinstance(term, str) and term.strip():
+            seen.setdefault(term.strip(), None)
+    return tuple(seen)
+
+
+def _first(values: Iterable[str | None]) -> str | None:
+    return next((v for v in values if v), None)
+
+
+def build_item(feed: ParsedFeed, entry: ParsedEntry, *, link_is_unique: bool = True) -> Item:
+    """Turn a parsed entry into an :class:`Item` (HTML -> Discord markdown).
+
+    ``link_is_unique=False`` (several entries of the document share the link)
+    leaves ``link_norm`` empty so the link is not used as a duplicate guard.
+    """
+    raw = entry.raw
+    body = _longest_body(raw)
+    summary, inline_image = (
+        _markdown(body, feed.base_url, entry.link) if body is not None else ("", None)
+    )
+
+    title = _plain(dict.get(raw, "title"), dict.get(raw, "title_detail"))
+    if not title and body is not None:
+        value = body.get("value") or ""
+        if isinstance(value, str):
+            value = value[:4096]  # enough for a title, whatever the size of the post
+            text = _html_to_text(value) if body.get("type") in _HTML_TYPES else _collapse(value)
+            title = _shorten(text, _TITLE_FROM_TEXT_LEN)
+    title = title or _UNTITLED
+
+    author = _author(raw) or feed.author
+    entry_image = dict.get(raw, "image")
+    image = _first(
+        (
+            _media_image(raw, feed.base_url),
+            inline_image,
+            _absolute_http(feed.base_url, entry_image.get("href"))
+            if isinstance(entry_image, Mapping)
+            else None,
+        )
+    )
+    return Item(
+        key=entry.key,
+        title=title,
+        link=entry.link,
+        summary=summary,
+        author=author,
+        published=entry.published,
+        image=image,
+        categories=_categories(raw),
+        link_norm=entry.link_norm if link_is_unique else None,
+    )
+
+
+# --------------------------------------------------------------------------- discovery
+
+_FEED_TYPES: Final = {
+    "application/rss+xml": 0,
+    "application/atom+xml": 0,
+    "application/rdf+xml": 0,
+    "text/xml": 0,
+    "application/feed+json": 1,
+    "application/json": 1,
+}
+
+
+class _MetaCharsetSniffer(HTMLParser):
+    """Finds ``<meta charset>`` / ``<meta http-equiv=content-type>`` in a page head."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.charset: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "meta" or self.charset:
+            return
+        found = {k.lower(): (v or "") for k, v in attrs}
+        if found.get("charset"):
+            self.charset = found["charset"].strip().lower()
+        elif found.get("http-equiv", "").strip().lower() == "content-type":
+            self.charset = _split_content_type(found.get("content"))[1]
+
+    handle_startendtag = handle_starttag
+
+
+def _valid_codec(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        return None
+    # HTML: a utf-16 label found by an ASCII scan means the page is not utf-16
+    return "utf-8" if codec.startswith("utf-16") else codec
+
+
+def _decode_html(body: bytes, headers: Mapping[str, str]) -> str:
+    if body.startswith(codecs.BOM_UTF8):
+        return body[3:].decode("utf-8", "replace")
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return body.decode("utf-16", "replace")
+    encoding = _valid_codec(_split_content_type(_header(headers, "content-type"))[1])
+    if encoding is None:
+        sniffer = _MetaCharsetSniffer()
+        sniffer.feed(body[:4096].decode("latin-1"))
+        encoding = _valid_codec(sniffer.charset)
+    return body.decode(encoding or "utf-8", "replace")
+
+
+class _FeedLinkFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.found: list[tuple[int, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href") or None
+            return
+        if tag != "link":
+            return
+        found = {k.lower(): (v or "") for k, v in attrs}
+        rels = found.get("rel", "").lower().split()
+        mime = _split_content_type(found.get("type"))[0]
+        href = found.get("href", "").strip()
+        if "alternate" in rels and mime in _FEED_TYPES and href:
+            self.found.append((_FEED_TYPES[mime], href))
+
+    handle_startendtag = handle_starttag
+
+
+def find_feed_links(html: bytes, *, base_url: str, headers: Mapping[str, str]) -> list[str]:
+    """Absolute URLs of the feeds an HTML page advertises, best first.
+
+    ``<link rel="alternate" type="application/rss+xml" href="...">`` and the
+    Atom, RDF, text/xml and JSON Feed types; RSS/Atom/RDF before JSON,
+    otherwise in document order; resolved against ``<base href>`` or
+    ``base_url``; duplicates and non-http(s) URLs dropped.
+    """
+    finder = _FeedLinkFinder()
+    finder.feed(_decode_html(html, headers))
+    finder.close()
+    base = _absolute_http(base_url, finder.base) or base_url
+    out: list[str] = []
+    for _, href in sorted(finder.found, key=lambda pair: pair[0]):  # stable sort
+        absolute = _absolute_http(base, href)
+        if absolute and absolute not in out:
+            out.append(absolute)
+    return out
