@@ -441,6 +441,10 @@ def _bozo_reason(exc: Any) -> str:
 def _failure(body: bytes, result: Any) -> ParseError:
     _, start = _sniff(body)
     if start.startswith((b"{", b"[")):
+        if b"jsonfeed.org/version" in body[:4096]:
+            return ParseError(
+                "JSON Feed is not supported yet; use the site's RSS or Atom feed if it has one"
+            )
         reason = "the document is JSON, not RSS or Atom XML"
     elif not start.startswith(b"<"):
         reason = "the document is plain text, not XML"
