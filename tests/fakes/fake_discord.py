@@ -302,6 +302,7 @@ class FakeDiscord:
         self._channel_windows: dict[int, _Window] = {}
         self._global_window = _Window()
         self._closing = asyncio.Event()
+        self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
         self.app = web.Application(middlewares=[self._middleware])
@@ -317,10 +318,7 @@ class FakeDiscord:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1]
+        self.port = int(runner.addresses[0][1])
         self._runner = runner
 
     async def close(self) -> None:
@@ -451,6 +449,35 @@ class FakeDiscord:
             and (webhook_id is None or m.webhook_id == webhook_id)
         ]
 
+    async def wait_for_messages(
+        self,
+        count: int = 1,
+        *,
+        channel_id: int | None = None,
+        webhook_id: int | None = None,
+        within: float = 5.0,
+    ) -> list[StoredMessage]:
+        """Wait until ``messages(channel_id, webhook_id)`` holds at least ``count`` messages
+        and return them; ``TimeoutError`` after ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while True:
+                changed = self._changed
+                found = self.messages(channel_id=channel_id, webhook_id=webhook_id)
+                if len(found) >= count:
+                    return found
+                await changed.wait()
+
+    async def wait_for_requests(self, count: int = 1, *, within: float = 5.0) -> None:
+        """Wait until at least ``count`` requests have been answered (or dropped);
+        ``TimeoutError`` after ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while len(self.requests) < count:
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     def count_status(self, status: int) -> int:
         return sum(1 for r in self.requests if r.status == status)
 
@@ -535,6 +562,7 @@ class FakeDiscord:
         else:
             status = response.status
         self.requests.append(RequestRecord(started, request.method, path, status))
+        self._notify()
         return response
 
     def _bucket_hash(self, webhook_id: int) -> str:
@@ -751,6 +779,7 @@ class FakeDiscord:
             body=body,
         )
         self._messages.append(message)
+        self._notify()
         if wait:
             return _json_response(message.to_json(), 200, headers)
         return web.Response(status=204, headers=headers)
