@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import __version__
 from bot.config import Config
+from bot.delivery import Deliverer, DeliverySettings
 from bot.net import Fetcher, NetSettings
 from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.storage.db import Database
@@ -22,6 +23,7 @@ USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 # How often the scheduler looks for due sources; polls themselves follow each
 # source's own interval, so this only bounds how late a due poll can start.
 MAX_TICK_SECONDS = 5.0
+DELIVERY_TICK_SECONDS = 0.5
 STOP_TIMEOUT = 8.0
 
 
@@ -51,8 +53,32 @@ def poll_settings(config: Config) -> PollSettings:
     )
 
 
+def delivery_settings(config: Config) -> DeliverySettings:
+    delivery = config.delivery
+    return DeliverySettings(
+        api_base=config.discord.api_base,
+        user_agent=USER_AGENT,
+        global_rate=delivery.global_rate,
+        batch_threshold=delivery.batch_threshold,
+        concurrency=delivery.concurrency,
+        timeout=delivery.timeout,
+        lease=delivery.lease,
+        max_age=delivery.max_age,
+        error_budget=delivery.error_budget,
+        bot_token=config.discord.token,
+    )
+
+
 def config_feeds(config: Config) -> list[ConfigFeed]:
-    return [ConfigFeed(url=f.url, target=f.target, backfill=f.backfill) for f in config.feeds]
+    return [
+        ConfigFeed(
+            url=f.url,
+            target=f.target,
+            backfill=f.backfill,
+            options={"style": f.style, "batch": f.batch},
+        )
+        for f in config.feeds
+    ]
 
 
 class App:
@@ -65,6 +91,7 @@ class App:
         self.store = Store(self.db)
         self.fetcher = Fetcher(net_settings(config))
         self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
+        self.deliverer = Deliverer(self.store, delivery_settings(config), clock=clock)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     async def start(self) -> None:
@@ -72,16 +99,34 @@ class App:
         if self.db.dialect == "sqlite":
             # One process per SQLite file: claims still set were left by a crash.
             released = await self.store.release_claims()
-            if released:
-                log.info("released claims left by an earlier run count=%d", released)
+            in_doubt = await self.store.release_deliveries(now=self.clock())
+            if released or in_doubt:
+                log.info(
+                    "released claims left by an earlier run sources=%d deliveries_in_doubt=%d",
+                    released,
+                    in_doubt,
+                )
         await self.store.sync_config_feeds(config_feeds(self.config), now=self.clock())
         await self.fetcher.__aenter__()
+        self.deliverer.open()
         # One tick job, never overlapping itself; missed runs collapse into one.
         self.scheduler.add_job(
             self.poller.tick,
             "interval",
             seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
             id="poll-tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock(),
+            misfire_grace_time=None,
+        )
+        # Delivery checks the outbox often: a new item should reach Discord within
+        # a second or two of being found.
+        self.scheduler.add_job(
+            self.deliverer.tick,
+            "interval",
+            seconds=DELIVERY_TICK_SECONDS,
+            id="deliver-tick",
             max_instances=1,
             coalesce=True,
             next_run_time=self.clock(),
@@ -97,8 +142,12 @@ class App:
 
     async def stop(self) -> None:
         self.scheduler.shutdown(wait=False)
-        await self.poller.stop(grace=STOP_TIMEOUT - 2)
+        # Both stop claiming at once; requests in flight get the grace period.
+        await asyncio.gather(
+            self.poller.stop(grace=STOP_TIMEOUT - 3), self.deliverer.stop(grace=STOP_TIMEOUT - 3)
+        )
         await self.fetcher.close()
+        await self.deliverer.close()
         await self.db.dispose()
         log.info("feedhook stopped")
 

@@ -116,10 +116,22 @@ class LoggingConfig(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class DeliveryConfig(_Section):
+    max_age: Duration = 24 * 3600.0
+    global_rate: float = Field(default=45.0, gt=0, le=50)
+    batch_threshold: int = Field(default=3, ge=1, le=100)
+    concurrency: int = Field(default=32, ge=1, le=500)
+    timeout: Duration = 15.0
+    lease: Duration = 60.0
+    error_budget: int = Field(default=2000, ge=10, le=9000)
+
+
 class FeedEntry(_Section):
     url: str
     webhook: str = Field(repr=False)
     backfill: int = Field(default=0, ge=0, le=10)
+    style: Literal["embed", "text"] = "embed"
+    batch: bool = True
 
     @field_validator("url")
     @classmethod
@@ -148,6 +160,7 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     polling: PollingConfig = PollingConfig()
     logging: LoggingConfig = LoggingConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     feeds: tuple[FeedEntry, ...] = ()
 
 

@@ -8,6 +8,8 @@ over all embeds; username 1-80 without "discord"/"clyde"; http(s) URLs only.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +24,8 @@ FOOTER_MAX = 2048
 AUTHOR_MAX = 256
 USERNAME_MAX = 80
 EMBED_TOTAL_MAX = 6000
+EMBEDS_MAX = 10
+BATCH_DESCRIPTION_PREVIEW = 300
 URL_MAX = 2048
 EMBED_COLOUR = 0x5865F2
 ELLIPSIS = "…"
@@ -87,13 +91,15 @@ def _embed_length(embed: dict[str, Any]) -> int:
     return total
 
 
-def render_embed(item: Item, feed: FeedInfo) -> dict[str, Any]:
+def render_embed(
+    item: Item, feed: FeedInfo, *, preview: int = DESCRIPTION_PREVIEW
+) -> dict[str, Any]:
     embed: dict[str, Any] = {"type": "rich", "color": EMBED_COLOUR}
     embed["title"] = truncate(item.title or "(untitled)", TITLE_MAX)
     if link := safe_url(item.link):
         embed["url"] = link
     if item.summary:
-        embed["description"] = truncate(item.summary, DESCRIPTION_PREVIEW)
+        embed["description"] = truncate(item.summary, min(preview, DESCRIPTION_MAX))
     if item.author:
         embed["author"] = {"name": truncate(item.author, AUTHOR_MAX)}
     if image := safe_url(item.image):
@@ -112,13 +118,70 @@ def render_embed(item: Item, feed: FeedInfo) -> dict[str, Any]:
     return embed
 
 
-def render_item(item: Item, feed: FeedInfo) -> dict[str, Any]:
-    """The JSON body of one ``POST /webhooks/{id}/{token}`` for ``item``."""
+def _envelope(feed: FeedInfo) -> dict[str, Any]:
     body: dict[str, Any] = {
         "username": webhook_username(feed.title),
-        "embeds": [render_embed(item, feed)],
         "allowed_mentions": NO_MENTIONS,
     }
     if avatar := safe_url(feed.icon):
         body["avatar_url"] = avatar
     return body
+
+
+def text_line(item: Item) -> str:
+    """The plain-text style: bold title, then the bare link so Discord unfurls it."""
+    link = safe_url(item.link)
+    title = truncate(item.title or "(untitled)", TITLE_MAX)
+    return f"**{title}**\n{link}" if link else f"**{title}**"
+
+
+def render_item(item: Item, feed: FeedInfo, *, style: str = "embed") -> dict[str, Any]:
+    """The JSON body of one ``POST /webhooks/{id}/{token}`` for ``item``."""
+    body = _envelope(feed)
+    if style == "text":
+        body["content"] = truncate(text_line(item), CONTENT_MAX)
+    else:
+        body["embeds"] = [render_embed(item, feed)]
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One webhook request body and how many of the given items it carries."""
+
+    body: dict[str, Any]
+    count: int
+
+
+def render_batch(items: Sequence[Item], feed: FeedInfo, *, style: str = "embed") -> list[Message]:
+    """Pack ``items`` (oldest first) into as few messages as Discord allows:
+    up to 10 embeds and 6000 embed characters, or 2000 characters of text."""
+    messages: list[Message] = []
+    if style == "text":
+        lines: list[str] = []
+        for item in items:
+            line = truncate(text_line(item), CONTENT_MAX)
+            if lines and len("\n\n".join([*lines, line])) > CONTENT_MAX:
+                messages.append(
+                    Message({**_envelope(feed), "content": "\n\n".join(lines)}, len(lines))
+                )
+                lines = []
+            lines.append(line)
+        if lines:
+            messages.append(Message({**_envelope(feed), "content": "\n\n".join(lines)}, len(lines)))
+        return messages
+    # Shorter previews in a batch so ten embeds fit Discord's 6000-character total.
+    preview = DESCRIPTION_PREVIEW if len(items) == 1 else BATCH_DESCRIPTION_PREVIEW
+    embeds: list[dict[str, Any]] = []
+    total = 0
+    for item in items:
+        embed = render_embed(item, feed, preview=preview)
+        size = _embed_length(embed)
+        if embeds and (len(embeds) == EMBEDS_MAX or total + size > EMBED_TOTAL_MAX):
+            messages.append(Message({**_envelope(feed), "embeds": embeds}, len(embeds)))
+            embeds, total = [], 0
+        embeds.append(embed)
+        total += size
+    if embeds:
+        messages.append(Message({**_envelope(feed), "embeds": embeds}, len(embeds)))
+    return messages

@@ -8,8 +8,8 @@ well under a millisecond of CPU per source.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.models import Item, SourceHealth, WebhookTarget
+from bot.models import FeedInfo, Item, SourceHealth, WebhookTarget
 from bot.storage.db import Database
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
@@ -75,6 +75,32 @@ class ConfigFeed:
     url: str
     target: WebhookTarget
     backfill: int = 0
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A claimed delivery: one item for one subscription."""
+
+    id: int
+    item: Item
+    attempts: int
+    created_at: datetime
+    # Claimed before by a sender whose lease ran out: Discord may have the message.
+    in_doubt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """Everything needed to post a subscription's next items, oldest first."""
+
+    subscription_id: int
+    target: WebhookTarget
+    channel_id: int | None
+    options: Mapping[str, object]
+    feed: FeedInfo
+    entries: tuple[OutboxEntry, ...]
+    pending_total: int
 
 
 class Store:
@@ -428,6 +454,7 @@ class Store:
                             subscriptions.c.enabled,
                             subscriptions.c.disabled_reason,
                             subscriptions.c.origin,
+                            subscriptions.c.webhook_token,
                         ).where(
                             subscriptions.c.source_id == source_id,
                             subscriptions.c.webhook_id == target.webhook_id,
@@ -452,7 +479,7 @@ class Store:
                             enabled=True,
                             paused=False,
                             backfill=feed.backfill,
-                            options={},
+                            options=dict(feed.options),
                             created_at=now,
                         )
                         .returning(subscriptions.c.id)
@@ -468,8 +495,15 @@ class Store:
                     )
                 else:
                     sub_id = int(existing[0])
-                    values: dict[str, Any] = {"webhook_token": target.token}
-                    if not existing[1] and existing[2] == REMOVED_FROM_CONFIG:
+                    values: dict[str, Any] = {
+                        "webhook_token": target.token,
+                        "options": dict(feed.options),
+                    }
+                    # Back in the file, or a new token for a webhook Discord refused:
+                    # the admin fixed it, so try again.
+                    if not existing[1] and (
+                        existing[2] == REMOVED_FROM_CONFIG or existing[4] != target.token
+                    ):
                         values.update(enabled=True, disabled_reason=None)
                     await conn.execute(
                         update(subscriptions).where(subscriptions.c.id == sub_id).values(**values)
@@ -488,6 +522,282 @@ class Store:
                 log.info(
                     "disabled subscriptions removed from the config file count=%d", len(stale_ids)
                 )
+
+    # -- delivery ------------------------------------------------------------------
+
+    async def claim_deliveries(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        batch: int,
+        lease: timedelta,
+        exclude: Iterable[int] = (),
+    ) -> list[DeliveryJob]:
+        """Claim the oldest due outbox rows of up to ``limit`` subscriptions.
+
+        A subscription is worked on by one sender at a time (its rows go out in
+        order): it is skipped while any of its rows holds a live lease, and on
+        PostgreSQL its row is locked with ``SKIP LOCKED`` while claiming. Rows
+        whose lease expired are claimed again and marked ``in_doubt``.
+        """
+        if limit <= 0:
+            return []
+        due_row = or_(
+            and_(outbox.c.state == "pending", outbox.c.next_attempt_at <= now),
+            and_(outbox.c.state == "sending", outbox.c.lease_until <= now),
+        )
+        busy = exists().where(
+            outbox.c.subscription_id == subscriptions.c.id,
+            outbox.c.state == "sending",
+            outbox.c.lease_until > now,
+        )
+        has_due = exists().where(outbox.c.subscription_id == subscriptions.c.id, due_row)
+        candidates = (
+            select(subscriptions.c.id)
+            .where(
+                subscriptions.c.enabled.is_(True),
+                subscriptions.c.paused.is_(False),
+                has_due,
+                ~busy,
+            )
+            .order_by(subscriptions.c.id)
+            .limit(limit)
+        )
+        excluded = list(exclude)
+        if excluded:
+            candidates = candidates.where(subscriptions.c.id.not_in(excluded))
+        if self.db.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True, of=subscriptions)
+        jobs: list[DeliveryJob] = []
+        async with self.db.write() as conn:
+            sub_ids = [int(r[0]) for r in await conn.execute(candidates)]
+            for sub_id in sub_ids:
+                job = await self._claim_for_subscription(conn, sub_id, now, batch, lease)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    async def _claim_for_subscription(
+        self, conn: AsyncConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
+    ) -> DeliveryJob | None:
+        head = (
+            await conn.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.state,
+                    outbox.c.next_attempt_at,
+                    outbox.c.lease_until,
+                    outbox.c.attempts,
+                    outbox.c.created_at,
+                )
+                .where(
+                    outbox.c.subscription_id == sub_id,
+                    outbox.c.state.in_(("pending", "sending")),
+                )
+                .order_by(outbox.c.id)
+                .limit(batch)
+            )
+        ).all()
+        # Only the leading due rows: a row waiting for a retry holds back the
+        # ones after it, so the channel never reads out of order.
+        claimed: list[tuple[int, bool, int, datetime]] = []
+        for row_id, state, next_at, lease_until, attempts, created in head:
+            in_doubt = state == "sending"
+            if in_doubt and lease_until is not None and lease_until > now:
+                break
+            if not in_doubt and next_at > now:
+                break
+            claimed.append((int(row_id), in_doubt, int(attempts), created))
+        if not claimed:
+            return None
+        ids = [c[0] for c in claimed]
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids))
+            .values(state="sending", lease_until=now + lease)
+        )
+        pending_total = (
+            await conn.execute(
+                select(func.count()).where(
+                    outbox.c.subscription_id == sub_id, outbox.c.state.in_(("pending", "sending"))
+                )
+            )
+        ).scalar_one()
+        sub = (
+            await conn.execute(
+                select(
+                    subscriptions.c.webhook_id,
+                    subscriptions.c.webhook_token,
+                    subscriptions.c.thread_id,
+                    subscriptions.c.channel_id,
+                    subscriptions.c.options,
+                    sources.c.title,
+                    sources.c.site_link,
+                    sources.c.icon_url,
+                    sources.c.kind,
+                    sources.c.url,
+                )
+                .join(sources, sources.c.id == subscriptions.c.source_id)
+                .where(subscriptions.c.id == sub_id)
+            )
+        ).one()
+        item_rows = {
+            int(r.outbox_id): r
+            for r in await conn.execute(
+                select(outbox.c.id.label("outbox_id"), *_ITEM_COLUMNS)
+                .join(items, items.c.id == outbox.c.item_id)
+                .where(outbox.c.id.in_(ids))
+            )
+        }
+        entries = tuple(
+            OutboxEntry(
+                id=row_id,
+                item=_item_from_row(item_rows[row_id]),
+                attempts=attempts,
+                created_at=created,
+                in_doubt=in_doubt,
+            )
+            for row_id, in_doubt, attempts, created in claimed
+        )
+        webhook_id, token, thread_id, channel_id, options, title, site, icon, kind, url = sub
+        return DeliveryJob(
+            subscription_id=sub_id,
+            target=WebhookTarget(int(webhook_id), str(token), int(thread_id) or None),
+            channel_id=int(channel_id) if channel_id is not None else None,
+            options=dict(options or {}),
+            feed=FeedInfo(title=title or url, link=site, icon=icon, kind=kind),
+            entries=entries,
+            pending_total=int(pending_total),
+        )
+
+    async def mark_sent(
+        self, outbox_ids: Sequence[int], *, message_id: int | None, now: datetime
+    ) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(outbox_ids)))
+                .values(
+                    state="sent",
+                    message_id=message_id,
+                    sent_at=now,
+                    lease_until=None,
+                    attempts=outbox.c.attempts + 1,
+                    last_error=None,
+                )
+            )
+
+    async def reschedule(
+        self,
+        outbox_ids: Sequence[int],
+        *,
+        at: datetime,
+        error: str | None,
+        count_attempt: bool,
+        in_doubt: bool = False,
+    ) -> None:
+        """Put claimed rows back in the queue, due at ``at``.
+
+        ``in_doubt``: Discord may have accepted them (the answer never came), so
+        they come back as expired claims and are looked for before re-sending.
+        """
+        if not outbox_ids:
+            return
+        values: dict[str, Any] = (
+            {"state": "sending", "lease_until": at, "next_attempt_at": at}
+            if in_doubt
+            else {"state": "pending", "next_attempt_at": at, "lease_until": None}
+        )
+        if count_attempt:
+            values["attempts"] = outbox.c.attempts + 1
+        if error is not None:
+            values["last_error"] = error[:MAX_ERROR_TEXT]
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
+            )
+
+    async def mark_failed(self, outbox_ids: Sequence[int], *, error: str, now: datetime) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(outbox_ids)))
+                .values(
+                    state="failed",
+                    lease_until=None,
+                    attempts=outbox.c.attempts + 1,
+                    last_error=error[:MAX_ERROR_TEXT],
+                    sent_at=None,
+                )
+            )
+
+    async def extend_lease(self, outbox_ids: Sequence[int], *, until: datetime) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(outbox_ids)), outbox.c.state == "sending")
+                .values(lease_until=until)
+            )
+
+    async def disable_webhook(self, webhook_id: int, *, reason: str) -> list[int]:
+        """Disable every subscription posting to ``webhook_id``; their queued rows stay
+        (claimed ones go back to pending) so a re-enabled subscription resumes."""
+        async with self.db.write() as conn:
+            sub_ids = [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.id).where(subscriptions.c.webhook_id == webhook_id)
+                )
+            ]
+            if not sub_ids:
+                return []
+            await conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id.in_(sub_ids), subscriptions.c.enabled.is_(True))
+                .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+            )
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.subscription_id.in_(sub_ids), outbox.c.state == "sending")
+                .values(state="pending", lease_until=None)
+            )
+        return sub_ids
+
+    async def learn_channel(self, subscription_id: int, channel_id: int) -> None:
+        """Remember the channel a webhook posts to (Discord tells us in each reply)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == subscription_id, subscriptions.c.channel_id.is_(None))
+                .values(channel_id=channel_id)
+            )
+
+    async def release_deliveries(self, *, now: datetime) -> int:
+        """Free every live delivery lease. Only for a sole process that has just
+        started: its predecessor's rows become in doubt at once instead of when
+        their lease runs out."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(outbox)
+                .where(outbox.c.state == "sending", outbox.c.lease_until.is_not(None))
+                .values(lease_until=now)
+            )
+        return int(result.rowcount)
+
+    async def subscriptions_summary(self) -> list[dict[str, Any]]:
+        """Every subscription's state, for status output and tests."""
+        stmt = select(
+            subscriptions.c.id,
+            subscriptions.c.source_id,
+            subscriptions.c.webhook_id,
+            subscriptions.c.channel_id,
+            subscriptions.c.enabled,
+            subscriptions.c.paused,
+            subscriptions.c.disabled_reason,
+        ).order_by(subscriptions.c.id)
+        async with self.db.read() as conn:
+            return [dict(r._mapping) for r in await conn.execute(stmt)]
 
     # -- reporting -----------------------------------------------------------------
 
@@ -552,6 +862,32 @@ class Store:
 
 
 REMOVED_FROM_CONFIG = "removed from the config file"
+
+_ITEM_COLUMNS = (
+    items.c.item_key,
+    items.c.link_norm,
+    items.c.title,
+    items.c.link,
+    items.c.summary,
+    items.c.author,
+    items.c.published_at,
+    items.c.image_url,
+    items.c.categories,
+)
+
+
+def _item_from_row(row: Any) -> Item:
+    return Item(
+        key=row.item_key,
+        title=row.title,
+        link=row.link,
+        summary=row.summary,
+        author=row.author,
+        published=row.published_at,
+        image=row.image_url,
+        categories=tuple(row.categories or ()),
+        link_norm=row.link_norm,
+    )
 
 
 def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:

@@ -1,0 +1,585 @@
+"""The outbox worker: post queued items to Discord webhooks, once, in order.
+
+Per subscription, rows go out oldest first and one sender works on a
+subscription at a time; subscriptions are independent, so a slow or limited
+webhook holds up only itself. Every response is handled on purpose:
+
+- 2xx: mark sent with Discord's message id;
+- 429: wait as told (``global`` and ``X-RateLimit-Scope`` respected), send again;
+- 5xx, timeouts, connection errors: retry with exponential backoff and jitter,
+  mark failed once the row is older than ``delivery.max_age``;
+- 404 / 401: the webhook is gone: disable every subscription using it, keep rows;
+- 403: disable with the reason;
+- 400: the payload was wrong: mark that row failed with Discord's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import aiohttp
+
+from bot.render import Message, render_batch, render_item
+from bot.storage.store import DeliveryJob, OutboxEntry, Store
+from bot.webhooks import execute_url
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Discord bans an IP after 10,000 401/403/429 responses in 10 minutes.
+ERROR_WINDOW = 600.0
+MAX_RETRY_DELAY = 3600.0
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>()\[\]]+")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    api_base: str
+    user_agent: str
+    global_rate: float = 45.0
+    batch_threshold: int = 3
+    concurrency: int = 32
+    timeout: float = 15.0
+    lease: float = 60.0
+    max_age: float = 24 * 3600.0
+    error_budget: int = 2000
+    bot_token: str = field(default="", repr=False)
+    rows_per_claim: int = 10
+
+
+# -- rate limits ----------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    remaining: int | None = None  # None until Discord has told us
+    reset_at: float = 0.0
+
+
+class RateLimiter:
+    """Waits before a request that Discord would refuse.
+
+    Buckets come from Discord's headers (``X-RateLimit-Remaining`` and
+    ``-Reset-After``) per webhook, never from hard-coded numbers; a 429 pauses
+    its scope (the webhook, the whole channel for ``shared``, everything for
+    ``global``). On top, a process-wide pace (``delivery.global_rate``) and an
+    error budget: too many 401/403/429 in ten minutes pause all sending long
+    before Discord's ban line.
+    """
+
+    def __init__(
+        self,
+        *,
+        global_rate: float,
+        error_budget: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.interval = 1.0 / global_rate
+        self.error_budget = error_budget
+        self.clock = clock
+        self.sleep = sleep
+        self._buckets: dict[int, _Bucket] = {}
+        self._paused_channels: dict[int, float] = {}
+        self._global_until = 0.0
+        self._next_slot = 0.0
+        self._errors: deque[float] = deque()
+
+    def _bucket(self, webhook_id: int) -> _Bucket:
+        return self._buckets.setdefault(webhook_id, _Bucket())
+
+    def delay(self, webhook_id: int, channel_key: int) -> float:
+        """Seconds to wait before this webhook may be used; 0 when it may go now."""
+        now = self.clock()
+        bucket = self._bucket(webhook_id)
+        waits = [self._global_until - now, self._paused_channels.get(channel_key, 0.0) - now]
+        if bucket.remaining is not None and bucket.remaining <= 0:
+            waits.append(bucket.reset_at - now)
+        while self._errors and self._errors[0] <= now - ERROR_WINDOW:
+            self._errors.popleft()
+        if len(self._errors) >= self.error_budget:
+            waits.append(self._errors[0] + ERROR_WINDOW - now)
+        return max(0.0, *waits)
+
+    def exhausted(self, webhook_id: int) -> bool:
+        bucket = self._bucket(webhook_id)
+        return (
+            bucket.remaining is not None
+            and bucket.remaining <= 0
+            and (bucket.reset_at > self.clock())
+        )
+
+    async def acquire(self, webhook_id: int, channel_key: int) -> None:
+        while (wait := self.delay(webhook_id, channel_key)) > 0:
+            await self.sleep(wait)
+        bucket = self._bucket(webhook_id)
+        if bucket.remaining is not None:
+            # Reserve before any await, so concurrent senders on this webhook see it.
+            bucket.remaining -= 1
+        now = self.clock()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self.interval
+        if slot > now:
+            await self.sleep(slot - now)
+
+    def update(self, webhook_id: int, headers: Mapping[str, str]) -> None:
+        remaining = headers.get("X-RateLimit-Remaining")
+        reset_after = headers.get("X-RateLimit-Reset-After")
+        if remaining is None or reset_after is None:
+            return
+        try:
+            bucket = self._bucket(webhook_id)
+            bucket.remaining = int(remaining)
+            bucket.reset_at = self.clock() + float(reset_after)
+        except ValueError:
+            log.debug("ignoring malformed rate limit headers webhook=%d", webhook_id)
+
+    def record_error(self) -> None:
+        self._errors.append(self.clock())
+
+    def on_429(self, webhook_id: int, channel_key: int, retry_after: float, scope: str) -> None:
+        self.record_error()
+        until = self.clock() + max(0.0, retry_after)
+        if scope == "global":
+            self._global_until = max(self._global_until, until)
+        elif scope == "shared":
+            self._paused_channels[channel_key] = max(
+                self._paused_channels.get(channel_key, 0), until
+            )
+        else:
+            bucket = self._bucket(webhook_id)
+            bucket.remaining = 0
+            bucket.reset_at = max(bucket.reset_at, until)
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    kind: Literal["sent", "rate_limited", "retry", "gone", "forbidden", "bad_request"]
+    message_id: int | None = None
+    channel_id: int | None = None
+    error: str = ""
+    # The request may have reached Discord (timeout, dropped connection).
+    maybe_sent: bool = False
+
+
+def retry_delay(attempts: int, rnd: float) -> float:
+    """Exponential backoff with jitter: 5 s, 10 s, 20 s ... capped at an hour."""
+    base: float = min(MAX_RETRY_DELAY, 5.0 * 2.0 ** min(attempts, 20))
+    return base * (0.5 + rnd)
+
+
+def _error_text(status: int, data: Any) -> str:
+    if isinstance(data, dict):
+        return f"HTTP {status}: {json.dumps(data, separators=(',', ':'))[:400]}"
+    return f"HTTP {status}"
+
+
+def _links_in(message: Mapping[str, Any]) -> set[str]:
+    links = set(_URL_IN_TEXT.findall(str(message.get("content") or "")))
+    for embed in message.get("embeds") or ():
+        if isinstance(embed, dict) and embed.get("url"):
+            links.add(str(embed["url"]))
+    return links
+
+
+# -- the worker -----------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryStats:
+    sent_messages: int = 0
+    sent_items: int = 0
+    rate_limited: int = 0
+    retried: int = 0
+    failed_items: int = 0
+    in_doubt_resent: int = 0
+    in_doubt_found: int = 0
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: Store,
+        settings: DeliverySettings,
+        *,
+        clock: Clock = utcnow,
+        limiter: RateLimiter | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng
+        self.limiter = limiter or RateLimiter(
+            global_rate=settings.global_rate, error_budget=settings.error_budget
+        )
+        self.stats = DeliveryStats()
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+        # One request at a time per webhook: Discord's bucket is per webhook anyway,
+        # and a webhook found dead must not get a second request already in flight.
+        self._webhook_locks: dict[int, asyncio.Lock] = {}
+        self._dead_webhooks: dict[tuple[int, str], str] = {}
+
+    async def __aenter__(self) -> Deliverer:
+        self.open()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                headers={"User-Agent": self.settings.user_agent},
+                connector=aiohttp.TCPConnector(limit=max(10, self.settings.concurrency)),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- scheduling ------------------------------------------------------------------
+
+    async def tick(self) -> list[asyncio.Task[None]]:
+        """Claim due deliveries while there is room and start sending them."""
+        started: list[asyncio.Task[None]] = []
+        while not self._stopping:
+            free = self.settings.concurrency - len(self._in_flight)
+            if free <= 0:
+                break
+            jobs = await self.store.claim_deliveries(
+                now=self.clock(),
+                limit=free,
+                batch=self.settings.rows_per_claim,
+                lease=timedelta(seconds=self.settings.lease),
+                exclude=self._in_flight.keys(),
+            )
+            if not jobs:
+                break
+            for job in jobs:
+                task = asyncio.create_task(
+                    self._run_logged(job), name=f"deliver-{job.subscription_id}"
+                )
+                self._in_flight[job.subscription_id] = task
+                task.add_done_callback(
+                    lambda t, sid=job.subscription_id: self._forget(sid, t)  # type: ignore[misc]
+                )
+                started.append(task)
+        return started
+
+    def _forget(self, subscription_id: int, task: asyncio.Task[None]) -> None:
+        if self._in_flight.get(subscription_id) is task:
+            del self._in_flight[subscription_id]
+
+    async def deliver_due(self) -> None:
+        """Send everything due now and wait for it (tests, the demo, benchmarks)."""
+        while started := await self.tick():
+            await asyncio.gather(*started)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; let requests in flight finish; what was not sent goes back
+        to the queue (a request cut off after ``grace`` stays in doubt)."""
+        self._stopping = True
+        running = list(self._in_flight.values())
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _run_logged(self, job: DeliveryJob) -> None:
+        try:
+            await self.run_job(job)
+        except Exception:
+            log.exception("delivery crashed subscription=%d", job.subscription_id)
+            # Leave the claim to expire: the rows become in doubt and are checked.
+
+    # -- one subscription's batch ----------------------------------------------------
+
+    async def run_job(self, job: DeliveryJob) -> None:
+        entries = list(job.entries)
+        doubtful = [e for e in entries if e.in_doubt]
+        if doubtful:
+            entries = await self._settle_in_doubt(job, entries, doubtful)
+        if not entries:
+            return
+        style = str(job.options.get("style", "embed"))
+        batching = bool(job.options.get("batch", True)) and (
+            job.pending_total > self.settings.batch_threshold
+            or self.limiter.exhausted(job.target.webhook_id)
+        )
+        items = [e.item for e in entries]
+        queue: deque[tuple[Message, list[OutboxEntry]]] = deque()
+        if batching:
+            start = 0
+            for message in render_batch(items, job.feed, style=style):
+                queue.append((message, entries[start : start + message.count]))
+                start += message.count
+        else:
+            for entry in entries:
+                queue.append((Message(render_item(entry.item, job.feed, style=style), 1), [entry]))
+        while queue:
+            message, rows = queue[0]
+            if self._stopping:
+                await self._requeue(queue, error=None)
+                return
+            await self._keep_lease(rows)
+            async with self._webhook_locks.setdefault(job.target.webhook_id, asyncio.Lock()):
+                dead = self._dead_webhooks.get((job.target.webhook_id, job.target.token))
+                result = (
+                    PostResult("gone", error=dead) if dead else await self._post(job, message.body)
+                )
+            if result.kind == "rate_limited":
+                self.stats.rate_limited += 1
+                continue  # the limiter now knows how long to wait
+            queue.popleft()
+            ids = [r.id for r in rows]
+            if result.kind == "sent":
+                await self.store.mark_sent(ids, message_id=result.message_id, now=self.clock())
+                self.stats.sent_messages += 1
+                self.stats.sent_items += len(rows)
+                if result.channel_id and job.channel_id is None and not job.target.thread_id:
+                    await self.store.learn_channel(job.subscription_id, result.channel_id)
+                    job = replace(job, channel_id=result.channel_id)
+            elif result.kind == "bad_request" and len(rows) > 1:
+                # One bad item must not sink its batch: send them one by one.
+                singles = [
+                    (Message(render_item(r.item, job.feed, style=style), 1), [r]) for r in rows
+                ]
+                queue.extendleft(reversed(singles))
+            elif result.kind == "bad_request":
+                log.warning(
+                    "delivery rejected subscription=%d outbox=%d error=%s",
+                    job.subscription_id,
+                    ids[0],
+                    result.error,
+                )
+                await self.store.mark_failed(ids, error=result.error, now=self.clock())
+                self.stats.failed_items += 1
+            elif result.kind in ("gone", "forbidden"):
+                self._dead_webhooks[(job.target.webhook_id, job.target.token)] = result.error
+                disabled = await self.store.disable_webhook(
+                    job.target.webhook_id, reason=result.error
+                )
+                log.warning(
+                    "webhook disabled webhook=%d subscriptions=%s reason=%s",
+                    job.target.webhook_id,
+                    disabled,
+                    result.error,
+                )
+                queue.appendleft((message, rows))
+                await self._requeue(queue, error=result.error)
+                return
+            else:  # retry
+                queue.appendleft((message, rows))
+                await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
+                return
+
+    async def _settle_in_doubt(
+        self, job: DeliveryJob, entries: list[OutboxEntry], doubtful: list[OutboxEntry]
+    ) -> list[OutboxEntry]:
+        """A lease ran out while sending: Discord may already have these. With a bot
+        token, look in the channel; without one, send again (at-least-once)."""
+        found = await self._find_in_channel(job, doubtful)
+        for entry_id, message_id in found.items():
+            await self.store.mark_sent([entry_id], message_id=message_id, now=self.clock())
+        self.stats.in_doubt_found += len(found)
+        resend = [e for e in doubtful if e.id not in found]
+        if resend:
+            self.stats.in_doubt_resent += len(resend)
+            log.warning(
+                "re-sending in-doubt deliveries subscription=%d count=%d reason=%s",
+                job.subscription_id,
+                len(resend),
+                "a previous run may have posted them before it stopped"
+                if not self.settings.bot_token
+                else "not found in the channel's recent messages",
+            )
+        if found:
+            log.info(
+                "in-doubt deliveries already in the channel subscription=%d count=%d",
+                job.subscription_id,
+                len(found),
+            )
+        return [e for e in entries if e.id not in found]
+
+    async def _find_in_channel(
+        self, job: DeliveryJob, doubtful: Sequence[OutboxEntry]
+    ) -> dict[int, int]:
+        if not self.settings.bot_token:
+            return {}
+        channel = job.target.thread_id or job.channel_id or await self._webhook_channel(job)
+        if channel is None:
+            return {}
+        assert self._session is not None
+        url = f"{self.settings.api_base}/channels/{channel}/messages?limit=50"
+        try:
+            async with self._session.get(
+                url, headers={"Authorization": f"Bot {self.settings.bot_token}"}
+            ) as resp:
+                if resp.status != 200:
+                    log.warning(
+                        "cannot read channel=%d status=%d to settle in-doubt rows",
+                        channel,
+                        resp.status,
+                    )
+                    return {}
+                messages = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            log.warning("cannot read channel=%d to settle in-doubt rows error=%s", channel, exc)
+            return {}
+        by_link: dict[str, int] = {}
+        for message in messages if isinstance(messages, list) else ():
+            if isinstance(message, dict) and str(message.get("webhook_id")) == str(
+                job.target.webhook_id
+            ):
+                for link in _links_in(message):
+                    by_link.setdefault(link, int(message["id"]))
+        return {e.id: by_link[e.item.link] for e in doubtful if e.item.link in by_link}
+
+    async def _webhook_channel(self, job: DeliveryJob) -> int | None:
+        """Ask Discord which channel a webhook posts to (no bot permission needed)."""
+        assert self._session is not None
+        target = job.target
+        url = f"{self.settings.api_base}/webhooks/{target.webhook_id}/{target.token}"
+        try:
+            async with self._session.get(url) as resp:
+                info = await resp.json(content_type=None) if resp.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            info = None
+        if not isinstance(info, dict) or "channel_id" not in info:
+            return None
+        channel_id = int(info["channel_id"])
+        await self.store.learn_channel(job.subscription_id, channel_id)
+        return channel_id
+
+    async def _keep_lease(self, rows: Sequence[OutboxEntry]) -> None:
+        # Waiting on rate limits can outlast the claim; renew it so no other
+        # process takes these rows for in-doubt ones while we still hold them.
+        await self.store.extend_lease(
+            [r.id for r in rows], until=self.clock() + timedelta(seconds=self.settings.lease)
+        )
+
+    async def _requeue(
+        self, queue: deque[tuple[Message, list[OutboxEntry]]], *, error: str | None
+    ) -> None:
+        ids = [r.id for _, rows in queue for r in rows]
+        await self.store.reschedule(ids, at=self.clock(), error=error, count_attempt=False)
+
+    async def _retry_later(
+        self, queue: deque[tuple[Message, list[OutboxEntry]]], error: str, *, maybe_sent: bool
+    ) -> None:
+        now = self.clock()
+        rows = [r for _, group in queue for r in group]
+        expired = [
+            r.id for r in rows if now - r.created_at > timedelta(seconds=self.settings.max_age)
+        ]
+        if expired:
+            await self.store.mark_failed(
+                expired, error=f"gave up after {self.settings.max_age / 3600:g} h: {error}", now=now
+            )
+            self.stats.failed_items += len(expired)
+        retry = [r for r in rows if r.id not in set(expired)]
+        if not retry:
+            return
+        delay = retry_delay(max(r.attempts for r in retry), self.rng())
+        at = now + timedelta(seconds=delay)
+        # Only the message that was on the wire may have reached Discord.
+        posted = {r.id for r in queue[0][1]} if maybe_sent else set()
+        for ids, doubt in (
+            ([r.id for r in retry if r.id in posted], True),
+            ([r.id for r in retry if r.id not in posted], False),
+        ):
+            await self.store.reschedule(ids, at=at, error=error, count_attempt=True, in_doubt=doubt)
+        self.stats.retried += 1
+        log.warning("delivery will retry count=%d in=%.0fs error=%s", len(retry), delay, error)
+
+    async def _post(self, job: DeliveryJob, body: dict[str, Any]) -> PostResult:
+        assert self._session is not None, "Deliverer used without open()"
+        target = job.target
+        channel_key = job.channel_id or -target.webhook_id
+        await self.limiter.acquire(target.webhook_id, channel_key)
+        try:
+            async with self._session.post(
+                execute_url(self.settings.api_base, target), json=body
+            ) as resp:
+                status = resp.status
+                try:
+                    data = await resp.json(content_type=None) if status != 204 else None
+                except ValueError:
+                    data = None
+                self.limiter.update(target.webhook_id, resp.headers)
+                scope = resp.headers.get("X-RateLimit-Scope", "")
+        except TimeoutError:
+            return PostResult(
+                "retry",
+                error=f"Discord did not answer within {self.settings.timeout:g} s",
+                maybe_sent=True,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            return PostResult("retry", error=f"could not connect to Discord: {exc.os_error}")
+        except aiohttp.ClientError as exc:
+            return PostResult(
+                "retry", error=f"Discord's answer was lost: {type(exc).__name__}", maybe_sent=True
+            )
+        if 200 <= status < 300:
+            message = data if isinstance(data, dict) else {}
+            return PostResult(
+                "sent",
+                message_id=int(message["id"]) if "id" in message else None,
+                channel_id=int(message["channel_id"]) if "channel_id" in message else None,
+            )
+        if status == 429:
+            info = data if isinstance(data, dict) else {}
+            retry_after = float(info.get("retry_after", 1.0))
+            if info.get("global"):
+                scope = "global"
+            self.limiter.on_429(target.webhook_id, channel_key, retry_after, scope)
+            log.info(
+                "rate limited webhook=%d scope=%s retry_after=%.2f",
+                target.webhook_id,
+                scope or "webhook",
+                retry_after,
+            )
+            return PostResult("rate_limited")
+        if status in (401, 404):
+            self.limiter.record_error()
+            return PostResult(
+                "gone",
+                error=f"the webhook was deleted or its token is wrong (HTTP {status}); "
+                "create a new webhook and update the subscription",
+            )
+        if status == 403:
+            self.limiter.record_error()
+            return PostResult(
+                "forbidden",
+                error="Discord refused the webhook (HTTP 403 Missing Permissions); "
+                "check the channel's permissions and re-create the webhook",
+            )
+        if 400 <= status < 500:
+            return PostResult("bad_request", error=_error_text(status, data))
+        return PostResult("retry", error=_error_text(status, data))
