@@ -6,13 +6,16 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: run test lint typecheck pytest bench check status clean
+.PHONY: demo run test lint typecheck pytest bench check status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/feedhook demo
 
 run: $(STAMP)
 	$(BIN)/feedhook run $(if $(wildcard $(CONFIG)),--config $(CONFIG))

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from bot import __version__
 from bot.app import App, net_settings
 from bot.config import Config, ConfigError, load_config
+from bot.demo import run_demo
 from bot.logs import setup_logging
 from bot.models import Item
 from bot.net import Fetcher, FetchError
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("source", help="a feed URL or a web page that links its feed")
     check.add_argument("--json", action="store_true", help="print webhook request bodies as JSON")
     with_config(sub.add_parser("status", help="show each source's health"))
+    demo = sub.add_parser(
+        "demo", help="watch items travel from a local feed to a local stand-in for Discord"
+    )
+    demo.add_argument("--items", type=int, default=5, help="stop after N messages (0: never)")
+    demo.add_argument("--every", type=float, default=3.0, help="seconds between new items")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     with_config(db_sub.add_parser("upgrade", help="apply schema migrations"))
@@ -66,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        # The demo is self-contained: it ignores any config.toml lying around.
+        setup_logging(Config().logging.model_copy(update={"level": "WARNING"}))
+        try:
+            asyncio.run(run_demo(items=args.items, every=args.every))
+        except KeyboardInterrupt:
+            return 130
+        return 0
     try:
         config = load_config(args.config)
     except ConfigError as exc:

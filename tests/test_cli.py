@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Doc, FeedServer
+from tests.fakes.fake_discord import FakeDiscord
 from tests.test_poller import rss
 
 HOOK = "https://discord.com/api/webhooks/{id}/token-{id}"
@@ -280,3 +281,60 @@ async def test_killed_mid_poll_loses_nothing_and_duplicates_nothing(
         unqueued = sorted(int(k.rsplit("-", 1)[1]) for k in expected - set(queued))
         assert unqueued == list(range(1, len(unqueued) + 1)), name
         assert len(unqueued) < upto, name
+
+
+# -- delivery crash safety -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bot_token", [True, False])
+async def test_killed_between_discord_accepting_and_the_commit(
+    tmp_path: Path, feed_server: FeedServer, with_bot_token: bool
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("c", "Third"), ("b", "Second"), ("a", "First")]))
+    async with FakeDiscord(bot_token="bot-token", webhook_limit=None, channel_limit=None) as fake:
+        webhook_id, _ = fake.add_webhook(4242, guild_id=1)
+        config = write_config(tmp_path)
+        extra = [
+            "[discord]",
+            f'api_base = "{fake.api_base}"',
+            f'token = "{"bot-token" if with_bot_token else ""}"',
+            "[[feeds]]",
+            f'url = "{feed_server.url("/f.xml")}"',
+            f'webhook = "{fake.webhook_url(webhook_id)}"',
+            "backfill = 3",
+            "[polling]",
+        ]
+        text = config.read_text().replace("[polling]", "\n".join(extra))
+        config.write_text(text.replace('interval = "10m"', 'interval = "1s"'))
+        # Discord stores the first message, then the answer never comes.
+        fake.hang_next(count=1, seconds=60, store_first=True)
+        proc = await start_run(config)
+        await fake.wait_for_messages(1, within=20)
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+        proc = await start_run(config)
+        await fake.wait_for_messages(3 if with_bot_token else 4, within=20)
+        await asyncio.sleep(1.0)  # room for a wrong extra message to show up
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0, err.decode()
+        titles = [m.embeds[0]["title"] for m in fake.messages()]
+        if with_bot_token:
+            # Found in the channel: nothing is sent twice.
+            assert titles == ["First", "Second", "Third"]
+            assert "already in the channel" in err.decode()
+        else:
+            # No way to look: the one in-doubt message is sent again, and said so.
+            assert titles == ["First", "First", "Second", "Third"]
+            assert "re-sending in-doubt deliveries" in err.decode()
+    states = db_rows(tmp_path / "feedhook.db", "SELECT state FROM outbox ORDER BY id")
+    assert states == [("sent",), ("sent",), ("sent",)]
+
+
+async def test_demo_shows_items_arriving() -> None:
+    code, out, err = await feedhook("demo", "--items", "2", "--every", "0.5", limit=60)
+    assert code == 0, err
+    assert out.count("| Harbour Town News  [BOT]") == 2
+    assert "(mentions: none can ping)" in out
+    assert "2 message(s) delivered; demo finished." in out
