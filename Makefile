@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: demo run test lint typecheck pytest bench check status clean
+.PHONY: demo run test lint typecheck pytest bench bench-deliver check status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.poll $(if $(CORPUS),--corpus $(CORPUS))
+
+bench-deliver: $(STAMP)
+	$(BIN)/python -m bench.deliver
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
