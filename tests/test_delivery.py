@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from bot.delivery import Deliverer, DeliverySettings, RateLimiter, retry_delay
 from bot.models import Item, WebhookTarget
+from bot.storage.db import Database
 from bot.storage.store import ConfigFeed, FeedMeta, PollOutcome, Store
 from tests.fakes.fake_discord import FakeDiscord, RateLimit
 
@@ -394,3 +396,32 @@ async def test_stop_puts_unsent_rows_back(
     for task in tasks:
         assert task.done()
     assert await states(store) == ["sent", "pending", "pending"]
+
+
+async def test_two_senders_never_send_a_row_twice_and_keep_order(
+    db_url: str, store: Store, fake: FakeDiscord, queue: Queue, clock: Clock
+) -> None:
+    if store.db.dialect == "sqlite":
+        pytest.skip("several processes share a database only on PostgreSQL")
+    fake.webhook_limit = None
+    fake.channel_limit = None
+    hooks = [target(fake, channel) for channel in range(1, 7)]
+    for n, hook in enumerate(hooks):
+        items = [make_item(n * 100 + i) for i in range(1, 6)]
+        await queue(hook, items, url=f"https://example.com/{n}", batch=False)
+    # Two processes: each with its own engine on the same database.
+    other_db = Database(db_url)
+    other = Store(other_db)
+    senders = [Deliverer(s, settings(fake, concurrency=2), clock=clock) for s in (store, other)]
+    for sender in senders:
+        sender.open()
+    try:
+        await asyncio.gather(*(sender.deliver_due() for sender in senders))
+    finally:
+        for sender in senders:
+            await sender.close()
+        await other_db.dispose()
+    for n, hook in enumerate(hooks):
+        titles = [m.embeds[0]["title"] for m in fake.messages(webhook_id=hook.webhook_id)]
+        assert titles == [f"Story {n * 100 + i}" for i in range(1, 6)]
+    assert sum(s.stats.sent_items for s in senders) == 30
