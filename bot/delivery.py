@@ -31,6 +31,7 @@ import aiohttp
 
 from bot.render import Message, render_batch, render_item
 from bot.storage.store import DeliveryJob, OutboxEntry, Store
+from bot.tasks import finish_or_cancel
 from bot.webhooks import execute_url
 
 log = logging.getLogger(__name__)
@@ -303,13 +304,7 @@ class Deliverer:
         """Stop claiming; let requests in flight finish; what was not sent goes back
         to the queue (a request cut off after ``grace`` stays in doubt)."""
         self._stopping = True
-        running = list(self._in_flight.values())
-        if running:
-            _done, pending = await asyncio.wait(running, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await finish_or_cancel(self._in_flight.values(), grace)
 
     async def _run_logged(self, job: DeliveryJob) -> None:
         try:

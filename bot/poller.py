@@ -20,6 +20,7 @@ from bot.net import Fetcher, FetchError
 from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
 from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.storage.store import DueSource, FeedMeta, PollOutcome, Store
+from bot.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +216,7 @@ class Poller:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming, let running polls finish (up to ``grace``), write what is buffered."""
         self._stopping = True
-        running = list(self._in_flight.values())
-        if running:
-            _done, pending = await asyncio.wait(running, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await finish_or_cancel(self._in_flight.values(), grace)
         # A tick waiting for a free slot wakes up once the polls above end, sees
         # the stop flag and returns; wait for it so nothing touches a closed pool.
         tick = self._ticking
@@ -268,26 +263,6 @@ class Poller:
             )
             return PollResult(source.id, source.url, "not_modified")
         body_hash = hashlib.sha256(result.body).hexdigest()
-        if body_hash == source.body_hash:
-            # Same bytes as last time: skip parsing entirely; the server just
-            # does not support validators (or changed them without content).
-            self._buffer.outcomes.append(
-                PollOutcome(
-                    source.id,
-                    now,
-                    next_at,
-                    ok=True,
-                    etag=result.etag,
-                    last_modified=result.last_modified,
-                    body_hash=body_hash,
-                    keep_validators=False,
-                )
-            )
-            return PollResult(source.id, source.url, "unchanged")
-        try:
-            parsed = await parse_off_loop(result)
-        except ParseError as exc:
-            return await self._failed(source, str(exc), None)
         outcome = PollOutcome(
             source.id,
             now,
@@ -298,6 +273,15 @@ class Poller:
             body_hash=body_hash,
             keep_validators=False,
         )
+        if body_hash == source.body_hash:
+            # Same bytes as last time: skip parsing entirely; the server just
+            # does not support validators (or changed them without content).
+            self._buffer.outcomes.append(outcome)
+            return PollResult(source.id, source.url, "unchanged")
+        try:
+            parsed = await parse_off_loop(result)
+        except ParseError as exc:
+            return await self._failed(source, str(exc), None)
         return await self._record(source, parsed, outcome)
 
     async def _record(
