@@ -41,6 +41,12 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Discord bans an IP after 10,000 401/403/429 responses in 10 minutes.
 ERROR_WINDOW = 600.0
+# Discord limits messages per channel (about 30 a minute, shared by all its
+# webhooks) but announces it in no header: only a 429 with scope "shared" tells.
+# Keeping our own budget avoids learning it from 429s every window; the window
+# is a little longer than a minute to absorb clock edges.
+CHANNEL_BUDGET = 30
+CHANNEL_WINDOW = 61.0
 MAX_RETRY_DELAY = 3600.0
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>()\[\]]+")
 
@@ -101,6 +107,7 @@ class RateLimiter:
         self._global_until = 0.0
         self._next_slot = 0.0
         self._errors: deque[float] = deque()
+        self._channel_sends: dict[int, deque[float]] = {}
 
     def _bucket(self, webhook_id: int) -> _Bucket:
         return self._buckets.setdefault(webhook_id, _Bucket())
@@ -112,6 +119,9 @@ class RateLimiter:
         waits = [self._global_until - now, self._paused_channels.get(channel_key, 0.0) - now]
         if bucket.remaining is not None and bucket.remaining <= 0:
             waits.append(bucket.reset_at - now)
+        window = self._channel_window(channel_key)
+        if len(window) >= CHANNEL_BUDGET:
+            waits.append(window[0] + CHANNEL_WINDOW - now)
         while self._errors and self._errors[0] <= now - ERROR_WINDOW:
             self._errors.popleft()
         if len(self._errors) >= self.error_budget:
@@ -127,17 +137,31 @@ class RateLimiter:
         )
 
     async def acquire(self, webhook_id: int, channel_key: int) -> None:
-        while (wait := self.delay(webhook_id, channel_key)) > 0:
-            await self.sleep(wait)
+        while True:
+            if (wait := self.delay(webhook_id, channel_key)) > 0:
+                await self.sleep(wait)
+                continue
+            now = self.clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+            if slot > now:
+                await self.sleep(slot - now)
+                # A 429 elsewhere may have paused this channel while we waited.
+                if self.delay(webhook_id, channel_key) > 0:
+                    continue
+            break
+        # Reserve with no await since the last check, so concurrent senders see it.
         bucket = self._bucket(webhook_id)
         if bucket.remaining is not None:
-            # Reserve before any await, so concurrent senders on this webhook see it.
             bucket.remaining -= 1
-        now = self.clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self.interval
-        if slot > now:
-            await self.sleep(slot - now)
+        self._channel_window(channel_key).append(self.clock())
+
+    def _channel_window(self, channel_key: int) -> deque[float]:
+        window = self._channel_sends.setdefault(channel_key, deque())
+        cutoff = self.clock() - CHANNEL_WINDOW
+        while window and window[0] <= cutoff:
+            window.popleft()
+        return window
 
     def update(self, webhook_id: int, headers: Mapping[str, str]) -> None:
         remaining = headers.get("X-RateLimit-Remaining")
@@ -297,8 +321,11 @@ class Deliverer:
 
     async def deliver_due(self) -> None:
         """Send everything due now and wait for it (tests, the demo, benchmarks)."""
-        while started := await self.tick():
-            await asyncio.gather(*started)
+        running = set(await self.tick())
+        while running:
+            # Refill each freed slot at once instead of waiting for the slowest job.
+            _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            running |= set(await self.tick())
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; let requests in flight finish; what was not sent goes back
@@ -308,20 +335,31 @@ class Deliverer:
 
     async def _run_logged(self, job: DeliveryJob) -> None:
         try:
-            await self.run_job(job)
+            current: DeliveryJob | None = job
+            # Keep the subscription while it has due rows: its backlog then flows
+            # at the webhook's pace instead of one batch per tick.
+            while current is not None and await self.run_job(current) and not self._stopping:
+                current = await self.store.claim_subscription(
+                    current.subscription_id,
+                    now=self.clock(),
+                    batch=self.settings.rows_per_claim,
+                    lease=timedelta(seconds=self.settings.lease),
+                )
         except Exception:
             log.exception("delivery crashed subscription=%d", job.subscription_id)
             # Leave the claim to expire: the rows become in doubt and are checked.
 
     # -- one subscription's batch ----------------------------------------------------
 
-    async def run_job(self, job: DeliveryJob) -> None:
+    async def run_job(self, job: DeliveryJob) -> bool:
+        """Send a claimed batch; False when the subscription must wait (retry
+        later, webhook gone, stopping) rather than go on with its next rows."""
         entries = list(job.entries)
         doubtful = [e for e in entries if e.in_doubt]
         if doubtful:
             entries = await self._settle_in_doubt(job, entries, doubtful)
         if not entries:
-            return
+            return True
         style = str(job.options.get("style", "embed"))
         batching = bool(job.options.get("batch", True)) and (
             job.pending_total > self.settings.batch_threshold
@@ -341,7 +379,7 @@ class Deliverer:
             message, rows = queue[0]
             if self._stopping:
                 await self._requeue(queue, error=None)
-                return
+                return False
             await self._keep_lease(rows)
             async with self._webhook_locks.setdefault(job.target.webhook_id, asyncio.Lock()):
                 dead = self._dead_webhooks.get((job.target.webhook_id, job.target.token))
@@ -388,11 +426,12 @@ class Deliverer:
                 )
                 queue.appendleft((message, rows))
                 await self._requeue(queue, error=result.error)
-                return
+                return False
             else:  # retry
                 queue.appendleft((message, rows))
                 await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
-                return
+                return False
+        return True
 
     async def _settle_in_doubt(
         self, job: DeliveryJob, entries: list[OutboxEntry], doubtful: list[OutboxEntry]

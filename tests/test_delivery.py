@@ -425,3 +425,18 @@ async def test_two_senders_never_send_a_row_twice_and_keep_order(
         titles = [m.embeds[0]["title"] for m in fake.messages(webhook_id=hook.webhook_id)]
         assert titles == [f"Story {n * 100 + i}" for i in range(1, 6)]
     assert sum(s.stats.sent_items for s in senders) == 30
+
+
+async def test_limiter_keeps_a_channel_budget_no_header_announces() -> None:
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(global_rate=1000, error_budget=100, clock=lambda: now[0], sleep=sleep)
+    for webhook in range(30):  # thirty different webhooks, one channel
+        await limiter.acquire(webhook, 7)
+    assert limiter.delay(99, 7) == pytest.approx(61.0 - now[0])
+    assert limiter.delay(99, 8) == 0  # other channels are unaffected
+    await limiter.acquire(99, 7)
+    assert now[0] >= 61.0

@@ -578,6 +578,22 @@ class Store:
                     jobs.append(job)
         return jobs
 
+    async def claim_subscription(
+        self, subscription_id: int, *, now: datetime, batch: int, lease: timedelta
+    ) -> DeliveryJob | None:
+        """Claim the next due rows of one subscription (its sender carries on)."""
+        lock = select(subscriptions.c.id).where(
+            subscriptions.c.id == subscription_id,
+            subscriptions.c.enabled.is_(True),
+            subscriptions.c.paused.is_(False),
+        )
+        if self.db.dialect == "postgresql":
+            lock = lock.with_for_update(skip_locked=True)
+        async with self.db.write() as conn:
+            if (await conn.execute(lock)).first() is None:
+                return None
+            return await self._claim_for_subscription(conn, subscription_id, now, batch, lease)
+
     async def _claim_for_subscription(
         self, conn: AsyncConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
     ) -> DeliveryJob | None:
