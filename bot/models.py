@@ -65,3 +65,38 @@ class WebhookTarget:
     def redacted(self) -> str:
         thread = f"?thread_id={self.thread_id}" if self.thread_id else ""
         return f"webhook {self.webhook_id}{thread}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    """A subscription as a server admin sees it in ``/feed list``."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int | None
+    thread_id: int | None
+    webhook_id: int
+    source_url: str
+    source_title: str | None
+    enabled: bool
+    paused: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    failing_since: datetime | None
+    last_error: str | None
+    newest_item_at: datetime | None
+    last_delivery_at: datetime | None
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.paused:
+            return "paused"
+        if self.consecutive_failures:
+            return "failing"
+        return "ok"
+
+    @property
+    def label(self) -> str:
+        return self.source_title or self.source_url

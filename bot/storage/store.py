@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.models import FeedInfo, Item, SourceHealth, WebhookTarget
+from bot.models import FeedInfo, Item, SourceHealth, SubscriptionView, WebhookTarget
 from bot.storage.db import Database
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
@@ -814,6 +814,274 @@ class Store:
         ).order_by(subscriptions.c.id)
         async with self.db.read() as conn:
             return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+    # -- subscriptions managed from Discord ------------------------------------------
+
+    async def guild_subscriptions(
+        self, guild_id: int, *, channel_id: int | None = None
+    ) -> list[SubscriptionView]:
+        last_sent = (
+            select(func.max(outbox.c.sent_at))
+            .where(outbox.c.subscription_id == subscriptions.c.id)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                subscriptions.c.id,
+                subscriptions.c.guild_id,
+                subscriptions.c.channel_id,
+                subscriptions.c.thread_id,
+                subscriptions.c.webhook_id,
+                sources.c.url,
+                sources.c.title,
+                subscriptions.c.enabled,
+                subscriptions.c.paused,
+                subscriptions.c.disabled_reason,
+                sources.c.consecutive_failures,
+                sources.c.failing_since,
+                sources.c.last_error,
+                sources.c.newest_item_at,
+                last_sent,
+            )
+            .join(sources, sources.c.id == subscriptions.c.source_id)
+            .where(subscriptions.c.guild_id == guild_id)
+            .order_by(subscriptions.c.id)
+        )
+        if channel_id is not None:
+            stmt = stmt.where(
+                or_(
+                    subscriptions.c.channel_id == channel_id,
+                    subscriptions.c.thread_id == channel_id,
+                )
+            )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            SubscriptionView(
+                id=int(r[0]),
+                guild_id=r[1],
+                channel_id=r[2],
+                thread_id=int(r[3]) or None,
+                webhook_id=int(r[4]),
+                source_url=r[5],
+                source_title=r[6],
+                enabled=bool(r[7]),
+                paused=bool(r[8]),
+                disabled_reason=r[9],
+                consecutive_failures=int(r[10]),
+                failing_since=r[11],
+                last_error=r[12],
+                newest_item_at=r[13],
+                last_delivery_at=r[14],
+            )
+            for r in rows
+        ]
+
+    async def guild_subscription_count(self, guild_id: int) -> int:
+        async with self.db.read() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(subscriptions.c.guild_id == guild_id)
+                    )
+                ).scalar_one()
+            )
+
+    async def create_subscription(
+        self,
+        *,
+        source_url: str,
+        guild_id: int,
+        channel_id: int,
+        target: WebhookTarget,
+        backfill: int,
+        options: Mapping[str, object],
+        min_interval: float,
+        now: datetime,
+        meta: FeedMeta | None = None,
+    ) -> int | None:
+        """A subscription made from Discord; None when this channel already has the source."""
+        async with self.db.write() as conn:
+            source_id = await self._ensure_source(conn, source_url, now)
+            if meta is not None:
+                # The command just read the feed: show its title before the first poll.
+                await conn.execute(
+                    update(sources)
+                    .where(sources.c.id == source_id, sources.c.title.is_(None))
+                    .values(
+                        title=meta.title,
+                        site_link=meta.site_link,
+                        icon_url=meta.icon_url,
+                        kind=meta.kind,
+                    )
+                )
+            thread = target.thread_id or 0
+            duplicate = (
+                await conn.execute(
+                    select(subscriptions.c.id).where(
+                        subscriptions.c.source_id == source_id,
+                        subscriptions.c.guild_id == guild_id,
+                        subscriptions.c.channel_id == channel_id,
+                        subscriptions.c.thread_id == thread,
+                    )
+                )
+            ).first()
+            if duplicate is not None:
+                return None
+            # Sources added from Discord never poll more often than min_interval.
+            await conn.execute(
+                update(sources)
+                .where(
+                    sources.c.id == source_id,
+                    or_(
+                        sources.c.interval_seconds.is_(None),
+                        sources.c.interval_seconds < int(min_interval),
+                    ),
+                )
+                .values(interval_seconds=int(min_interval))
+            )
+            result = await conn.execute(
+                self._insert(subscriptions)
+                .values(
+                    source_id=source_id,
+                    webhook_id=target.webhook_id,
+                    webhook_token=target.token,
+                    thread_id=thread,
+                    guild_id=guild_id,
+                    channel_id=channel_id,
+                    origin="discord",
+                    enabled=True,
+                    paused=False,
+                    backfill=backfill,
+                    options=dict(options),
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["source_id", "webhook_id", "thread_id"])
+                .returning(subscriptions.c.id)
+            )
+            sub_id = result.scalar_one_or_none()
+            if sub_id is None:
+                return None
+            initialized = (
+                await conn.execute(select(sources.c.initialized).where(sources.c.id == source_id))
+            ).scalar_one()
+            if initialized and backfill:
+                await self._queue_backfill(conn, source_id, now)
+            await conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id, sources.c.next_poll_at > now)
+                .values(next_poll_at=now)
+            )
+        return int(sub_id)
+
+    async def guild_subscription(
+        self, guild_id: int, subscription_id: int
+    ) -> SubscriptionView | None:
+        for view in await self.guild_subscriptions(guild_id):
+            if view.id == subscription_id:
+                return view
+        return None
+
+    async def set_paused(self, guild_id: int, subscription_id: int, *, paused: bool) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
+                .values(paused=paused)
+            )
+        return bool(result.rowcount)
+
+    async def delete_subscription(self, guild_id: int, subscription_id: int) -> bool:
+        # Its queued deliveries go with it (ON DELETE CASCADE).
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(subscriptions).where(
+                    subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id
+                )
+            )
+        return bool(result.rowcount)
+
+    async def newest_item(
+        self, subscription_id: int
+    ) -> tuple[Item, FeedInfo, WebhookTarget] | None:
+        """The source's newest stored item, for ``/feed test``."""
+        async with self.db.read() as conn:
+            sub = (
+                await conn.execute(
+                    select(
+                        subscriptions.c.source_id,
+                        subscriptions.c.webhook_id,
+                        subscriptions.c.webhook_token,
+                        subscriptions.c.thread_id,
+                        sources.c.title,
+                        sources.c.site_link,
+                        sources.c.icon_url,
+                        sources.c.kind,
+                        sources.c.url,
+                    )
+                    .join(sources, sources.c.id == subscriptions.c.source_id)
+                    .where(subscriptions.c.id == subscription_id)
+                )
+            ).first()
+            if sub is None:
+                return None
+            row = (
+                await conn.execute(
+                    select(*_ITEM_COLUMNS)
+                    .where(items.c.source_id == sub[0])
+                    .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        feed = FeedInfo(title=sub[4] or sub[8], link=sub[5], icon=sub[6], kind=sub[7])
+        target = WebhookTarget(int(sub[1]), str(sub[2]), int(sub[3]) or None)
+        return _item_from_row(row), feed, target
+
+    async def disable_where(
+        self, *, reason: str, guild_id: int | None = None, channel_id: int | None = None
+    ) -> list[int]:
+        """Disable the subscriptions of a deleted channel or a guild the bot left."""
+        cond = []
+        if guild_id is not None:
+            cond.append(subscriptions.c.guild_id == guild_id)
+        if channel_id is not None:
+            cond.append(
+                or_(
+                    subscriptions.c.channel_id == channel_id,
+                    subscriptions.c.thread_id == channel_id,
+                )
+            )
+        if not cond:
+            return []
+        async with self.db.write() as conn:
+            ids = [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.id).where(*cond, subscriptions.c.enabled.is_(True))
+                )
+            ]
+            if ids:
+                await conn.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id.in_(ids))
+                    .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+                )
+        return ids
+
+    async def channel_webhook_ids(self, channel_id: int) -> list[int]:
+        async with self.db.read() as conn:
+            return [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.webhook_id)
+                    .where(
+                        subscriptions.c.channel_id == channel_id, subscriptions.c.enabled.is_(True)
+                    )
+                    .distinct()
+                )
+            ]
 
     # -- reporting -----------------------------------------------------------------
 

@@ -1,0 +1,301 @@
+"""What slash commands (and later the CLI) ask for, with answers a person can act on.
+
+Every failure is a :class:`ServiceError` whose message is one or two sentences
+saying what went wrong and what to do. Nothing here knows about discord.py:
+the bot translates interactions into these calls and back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.models import FeedInfo, Item, SubscriptionView, WebhookTarget
+from bot.net import Fetcher, FetchError
+from bot.poller import build_items, link_counts
+from bot.render import render_item
+from bot.sources.feed import ParseError
+from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.storage.store import FeedMeta, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Posts one webhook body now (the delivery module's sender); returns Discord's message id.
+SendNow = Callable[[WebhookTarget, dict[str, Any]], Awaitable[int | None]]
+
+
+class ServiceError(Exception):
+    """A request that cannot be done; ``str(e)`` is the answer to show."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    max_subscriptions_per_guild: int = 100
+    min_interval: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePreview:
+    """A fetched, parsed source: what ``/feed add`` and ``/feed preview`` show."""
+
+    url: str  # the feed's own URL (after following an HTML page or a redirect)
+    feed: FeedInfo
+    item_count: int
+    newest: Item | None
+
+    def body(self) -> dict[str, Any] | None:
+        """The newest item as it will be posted."""
+        return render_item(self.newest, self.feed) if self.newest else None
+
+
+@dataclass(frozen=True, slots=True)
+class GuildStatus:
+    total: int
+    ok: int
+    paused: int
+    failing: tuple[SubscriptionView, ...]
+    disabled: tuple[SubscriptionView, ...]
+    stale: tuple[SubscriptionView, ...]
+    last_delivery_at: datetime | None
+
+
+# Feeds that posted nothing for this long are worth a look in /feed status.
+STALE_AFTER_DAYS = 30
+
+
+def _fetch_problem(exc: FetchError) -> str:
+    if exc.kind == "blocked":
+        return (
+            f"feedhook refuses that address: {exc} "
+            "Private and local addresses are blocked unless the bot's operator allows them."
+        )
+    if exc.kind == "timeout":
+        return f"The source took too long to answer ({exc}). Try again later or check the URL."
+    if exc.kind in ("connection", "http", "redirects"):
+        return f"The source could not be fetched: {exc}"
+    return f"That URL cannot be used: {exc}"
+
+
+class FeedService:
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        settings: ServiceSettings,
+        *,
+        send_now: SendNow | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.settings = settings
+        self.send_now = send_now
+        self.clock = clock
+
+    # -- sources -------------------------------------------------------------------
+
+    async def preview(self, source: str) -> SourcePreview:
+        """Fetch and parse ``source``; store nothing."""
+        url = source.strip()
+        if not url.startswith(("http://", "https://")):
+            raise ServiceError(
+                f"`{source[:100]}` is not a feed URL. Give a link starting with https://, "
+                "such as https://example.com/feed.xml or a web page that links its feed."
+            )
+        try:
+            fetched = await fetch_source(self.fetcher, url)
+            parsed = await parse_off_loop(fetched.result)
+        except FetchError as exc:
+            raise ServiceError(_fetch_problem(exc)) from None
+        except ParseError as exc:
+            raise ServiceError(f"That is not a feed feedhook can read: {exc}") from None
+        newest_entries = (
+            sorted(
+                parsed.entries,
+                key=lambda e: e.published.timestamp() if e.published else float("-inf"),
+                reverse=True,
+            )[:1]
+            or parsed.entries[:1]
+        )
+        newest = (
+            build_items(parsed, newest_entries, link_counts(parsed.entries))[0]
+            if newest_entries
+            else None
+        )
+        return SourcePreview(
+            url=fetched.moved_to or fetched.result.url,
+            feed=parsed.info,
+            item_count=len(parsed.entries),
+            newest=newest,
+        )
+
+    # -- subscriptions --------------------------------------------------------------
+
+    async def check_room(self, guild_id: int) -> None:
+        """Refuse before any webhook is made when the server is at its limit."""
+        count = await self.store.guild_subscription_count(guild_id)
+        if count >= self.settings.max_subscriptions_per_guild:
+            raise ServiceError(
+                f"This server already has {count} feed subscriptions, the most this bot allows. "
+                "Remove one with `/feed remove` first."
+            )
+
+    async def subscribe(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        target: WebhookTarget,
+        preview: SourcePreview,
+        backfill: int = 0,
+        options: Mapping[str, object] | None = None,
+    ) -> int:
+        await self.check_room(guild_id)
+        sub_id = await self.store.create_subscription(
+            source_url=preview.url,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            target=target,
+            backfill=backfill,
+            options=options or {"style": "embed", "batch": True},
+            min_interval=self.settings.min_interval,
+            now=self.clock(),
+            meta=FeedMeta(
+                preview.feed.title, preview.feed.link, preview.feed.icon, preview.feed.kind
+            ),
+        )
+        if sub_id is None:
+            raise ServiceError(
+                f"<#{target.thread_id or channel_id}> already gets **{preview.feed.title}**. "
+                "See `/feed list`."
+            )
+        log.info(
+            "subscription added guild=%d channel=%d subscription=%d url=%s",
+            guild_id,
+            channel_id,
+            sub_id,
+            preview.url,
+        )
+        return sub_id
+
+    async def already_subscribed(self, guild_id: int, channel_id: int, url: str) -> bool:
+        return any(
+            v.source_url == url and channel_id in (v.channel_id, v.thread_id)
+            for v in await self.store.guild_subscriptions(guild_id)
+        )
+
+    async def subscriptions(
+        self, guild_id: int, *, channel_id: int | None = None
+    ) -> list[SubscriptionView]:
+        return await self.store.guild_subscriptions(guild_id, channel_id=channel_id)
+
+    async def get(self, guild_id: int, subscription: str) -> SubscriptionView:
+        """The subscription an admin picked (autocomplete sends its id as text)."""
+        try:
+            sub_id = int(subscription.strip().lstrip("#"))
+        except ValueError:
+            sub_id = -1
+        view = await self.store.guild_subscription(guild_id, sub_id)
+        if view is None:
+            raise ServiceError(
+                "No such subscription on this server. Pick one from the list as you type, "
+                "or see `/feed list`."
+            )
+        return view
+
+    async def remove(self, guild_id: int, subscription: str) -> SubscriptionView:
+        view = await self.get(guild_id, subscription)
+        await self.store.delete_subscription(guild_id, view.id)
+        log.info("subscription removed guild=%d subscription=%d", guild_id, view.id)
+        return view
+
+    async def set_paused(
+        self, guild_id: int, subscription: str, *, paused: bool
+    ) -> SubscriptionView:
+        view = await self.get(guild_id, subscription)
+        if not view.enabled:
+            raise ServiceError(
+                f"**{view.label}** is disabled: {view.disabled_reason}. "
+                "Remove it and add it again to start over."
+            )
+        await self.store.set_paused(guild_id, view.id, paused=paused)
+        return view
+
+    async def send_test(self, guild_id: int, subscription: str) -> SubscriptionView:
+        """Post the subscription's newest item now, outside the queue."""
+        view = await self.get(guild_id, subscription)
+        found = await self.store.newest_item(view.id)
+        if found is None:
+            raise ServiceError(
+                f"**{view.label}** has no items yet; feedhook reads it within a few minutes of "
+                "adding it. Try again shortly."
+            )
+        if self.send_now is None:
+            raise ServiceError("Test posts need the delivery worker, which is not running.")
+        item, feed, target = found
+        await self.send_now(target, render_item(item, feed))
+        return view
+
+    async def autocomplete(self, guild_id: int, typed: str) -> list[tuple[str, str]]:
+        """(label, value) pairs of this server's subscriptions matching ``typed``."""
+        needle = typed.strip().lower()
+        choices = []
+        for view in await self.store.guild_subscriptions(guild_id):
+            label = f"#{view.id} {view.label}"
+            if needle and needle not in label.lower() and needle not in view.source_url.lower():
+                continue
+            choices.append((label[:100], str(view.id)))
+        return choices[:25]
+
+    async def status(self, guild_id: int) -> GuildStatus:
+        views = await self.store.guild_subscriptions(guild_id)
+        now = self.clock()
+        stale = tuple(
+            v
+            for v in views
+            if v.state == "ok"
+            and v.newest_item_at is not None
+            and (now - v.newest_item_at).days >= STALE_AFTER_DAYS
+        )
+        deliveries = [v.last_delivery_at for v in views if v.last_delivery_at]
+        return GuildStatus(
+            total=len(views),
+            ok=sum(v.state == "ok" for v in views),
+            paused=sum(v.state == "paused" for v in views),
+            failing=tuple(v for v in views if v.state == "failing"),
+            disabled=tuple(v for v in views if v.state == "disabled"),
+            stale=stale,
+            last_delivery_at=max(deliveries, default=None),
+        )
+
+    # -- lifecycle events -----------------------------------------------------------
+
+    async def channel_deleted(self, channel_id: int) -> list[int]:
+        return await self.store.disable_where(
+            reason="the channel was deleted", channel_id=channel_id
+        )
+
+    async def guild_left(self, guild_id: int) -> list[int]:
+        return await self.store.disable_where(
+            reason="the bot was removed from the server", guild_id=guild_id
+        )
+
+    async def webhooks_changed(self, channel_id: int, existing: set[int]) -> list[int]:
+        """After a WEBHOOKS_UPDATE: disable subscriptions whose webhook is gone."""
+        gone: list[int] = []
+        for webhook_id in await self.store.channel_webhook_ids(channel_id):
+            if webhook_id not in existing:
+                gone += await self.store.disable_webhook(
+                    webhook_id,
+                    reason="its webhook was deleted in the channel settings; "
+                    "remove the subscription and add it again",
+                )
+        return gone

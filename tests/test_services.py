@@ -1,0 +1,240 @@
+"""The services slash commands call, against real storage and a loopback feed server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.models import WebhookTarget
+from bot.net import Fetcher, NetSettings
+from bot.services import FeedService, ServiceError, ServiceSettings
+from bot.storage.store import Store
+from tests.conftest import Doc, FeedServer
+from tests.test_poller import rss
+
+GUILD, OTHER_GUILD, CHANNEL = 10, 20, 300
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[Fetcher]:
+    async with Fetcher(
+        NetSettings(user_agent="t", allowed_hosts=frozenset({"127.0.0.1"}), total_timeout=1.0)
+    ) as f:
+        yield f
+
+
+@pytest.fixture
+def sent() -> list[tuple[WebhookTarget, dict[str, Any]]]:
+    return []
+
+
+@pytest.fixture
+def service(
+    store: Store, fetcher: Fetcher, sent: list[tuple[WebhookTarget, dict[str, Any]]]
+) -> FeedService:
+    async def send_now(target: WebhookTarget, body: dict[str, Any]) -> int:
+        sent.append((target, body))
+        return 1
+
+    return FeedService(
+        store,
+        fetcher,
+        ServiceSettings(max_subscriptions_per_guild=3, min_interval=300),
+        send_now=send_now,
+        clock=lambda: T0,
+    )
+
+
+async def add(
+    service: FeedService,
+    url: str,
+    *,
+    guild: int = GUILD,
+    channel: int = CHANNEL,
+    webhook: int = 1,
+    backfill: int = 0,
+) -> int:
+    preview = await service.preview(url)
+    return await service.subscribe(
+        guild_id=guild,
+        channel_id=channel,
+        target=WebhookTarget(webhook, "tok"),
+        preview=preview,
+        backfill=backfill,
+    )
+
+
+async def test_preview_shows_the_newest_item(service: FeedService, feed_server: FeedServer) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("b", "Newest"), ("a", "Older")]))
+    preview = await service.preview(feed_server.url("/f.xml"))
+    assert (preview.feed.title, preview.item_count) == ("Test feed", 2)
+    body = preview.body()
+    assert body is not None
+    assert body["embeds"][0]["title"] == "Newest"
+    assert body["allowed_mentions"] == {"parse": []}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("not a url", "is not a feed URL"),
+        ("/missing.xml", "could not be fetched: HTTP 404"),
+        ("/page.html", "not a feed feedhook can read"),
+        ("/slow.xml", "took too long"),
+    ],
+)
+async def test_preview_errors_say_what_to_do(
+    service: FeedService, feed_server: FeedServer, path: str, expected: str
+) -> None:
+    feed_server.docs["/page.html"] = Doc(b"<html><body>hi</body></html>", content_type="text/html")
+    url = path if not path.startswith("/") else feed_server.url(path)
+    if path == "/slow.xml":
+        url = "http://127.0.0.1:9/slow.xml"  # nothing listens: refused fast
+        expected = "could not be fetched"
+    with pytest.raises(ServiceError, match=expected):
+        await service.preview(url)
+
+
+async def test_private_addresses_are_refused_clearly(store: Store) -> None:
+    async with Fetcher(NetSettings(user_agent="t")) as strict:
+        service = FeedService(store, strict, ServiceSettings())
+        with pytest.raises(ServiceError, match="refuses that address"):
+            await service.preview("http://127.0.0.1:1/feed.xml")
+
+
+async def test_subscribe_list_pause_resume_remove(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    sub_id = await add(service, feed_server.url("/f.xml"))
+    (view,) = await service.subscriptions(GUILD)
+    assert (view.id, view.state, view.channel_id) == (sub_id, "ok", CHANNEL)
+    await service.set_paused(GUILD, str(sub_id), paused=True)
+    assert (await service.subscriptions(GUILD))[0].state == "paused"
+    await service.set_paused(GUILD, f"#{sub_id}", paused=False)
+    assert (await service.subscriptions(GUILD))[0].state == "ok"
+    removed = await service.remove(GUILD, str(sub_id))
+    assert removed.label == "Test feed"
+    assert await service.subscriptions(GUILD) == []
+
+
+async def test_already_subscribed_and_the_guild_limit(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    for name in ("a", "b", "c", "d"):
+        feed_server.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
+    await add(service, feed_server.url("/a.xml"))
+    with pytest.raises(ServiceError, match="already gets \\*\\*Feed a\\*\\*"):
+        await add(service, feed_server.url("/a.xml"), webhook=2)
+    await add(service, feed_server.url("/b.xml"))
+    await add(service, feed_server.url("/c.xml"))
+    with pytest.raises(ServiceError, match="already has 3 feed subscriptions"):
+        await add(service, feed_server.url("/d.xml"))
+    # Another server has its own allowance.
+    await add(service, feed_server.url("/d.xml"), guild=OTHER_GUILD, channel=999, webhook=9)
+
+
+async def test_a_server_sees_and_touches_only_its_own(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    mine = await add(service, feed_server.url("/f.xml"))
+    assert await service.subscriptions(OTHER_GUILD) == []
+    assert await service.autocomplete(OTHER_GUILD, "") == []
+    for action in (
+        service.remove(OTHER_GUILD, str(mine)),
+        service.set_paused(OTHER_GUILD, str(mine), paused=True),
+        service.send_test(OTHER_GUILD, str(mine)),
+    ):
+        with pytest.raises(ServiceError, match="No such subscription on this server"):
+            await action
+    assert (await service.subscriptions(GUILD))[0].state == "ok"
+
+
+async def test_autocomplete_offers_matching_subscriptions(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/cats.xml"] = Doc(rss([("a", "A")], title="Cat News"))
+    feed_server.docs["/dogs.xml"] = Doc(rss([("b", "B")], title="Dog Weekly"))
+    cats = await add(service, feed_server.url("/cats.xml"))
+    await add(service, feed_server.url("/dogs.xml"))
+    assert await service.autocomplete(GUILD, "cat") == [(f"#{cats} Cat News", str(cats))]
+    assert len(await service.autocomplete(GUILD, "")) == 2
+
+
+async def test_sources_from_discord_poll_no_faster_than_min_interval(
+    service: FeedService, store: Store, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    await add(service, feed_server.url("/f.xml"))
+    async with store.db.read() as conn:
+        from sqlalchemy import text
+
+        interval = (await conn.execute(text("SELECT interval_seconds FROM sources"))).scalar_one()
+    assert interval == 300
+
+
+async def test_send_test_posts_the_newest_stored_item(
+    service: FeedService,
+    store: Store,
+    feed_server: FeedServer,
+    sent: list[tuple[WebhookTarget, dict[str, Any]]],
+) -> None:
+    from bot.models import Item
+    from bot.storage.store import FeedMeta, PollOutcome
+
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    sub_id = await add(service, feed_server.url("/f.xml"))
+    with pytest.raises(ServiceError, match="has no items yet"):
+        await service.send_test(GUILD, str(sub_id))
+    source_id = await store.add_source(feed_server.url("/f.xml"), now=T0)
+    items = [
+        Item(
+            key=k,
+            title=f"Item {k}",
+            link=f"https://e.com/{k}",
+            summary="",
+            author=None,
+            published=T0 + timedelta(minutes=n),
+            image=None,
+        )
+        for n, k in enumerate(["old", "new"])
+    ]
+    await store.record_items(
+        source_id,
+        items,
+        to_queue=set(),
+        outcome=PollOutcome(source_id, T0, T0, ok=True, keep_validators=False),
+        meta=FeedMeta("Test feed", None, None, "rss"),
+        first_poll=True,
+    )
+    await service.send_test(GUILD, str(sub_id))
+    ((target, body),) = sent
+    assert target.webhook_id == 1
+    assert body["embeds"][0]["title"] == "Item new"
+
+
+async def test_lifecycle_events_disable_with_a_reason(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    for name in ("a", "b", "c"):
+        feed_server.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
+    await add(service, feed_server.url("/a.xml"), channel=1, webhook=11)
+    await add(service, feed_server.url("/b.xml"), channel=2, webhook=22)
+    await add(service, feed_server.url("/c.xml"), channel=3, webhook=33)
+    assert len(await service.channel_deleted(1)) == 1
+    assert len(await service.webhooks_changed(2, existing={99})) == 1
+    assert await service.webhooks_changed(3, existing={33}) == []
+    reasons = {v.channel_id: v.disabled_reason for v in await service.subscriptions(GUILD)}
+    assert reasons[1] == "the channel was deleted"
+    assert "webhook was deleted" in str(reasons[2])
+    assert reasons[3] is None
+    assert len(await service.guild_left(GUILD)) == 1
+    status = await service.status(GUILD)
+    assert (status.total, status.ok, len(status.disabled)) == (3, 0, 3)
+    with pytest.raises(ServiceError, match="is disabled"):
+        await service.set_paused(GUILD, str(status.disabled[0].id), paused=True)
