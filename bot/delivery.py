@@ -163,6 +163,19 @@ class RateLimiter:
             window.popleft()
         return window
 
+    def learn_channel(self, webhook_id: int, channel_id: int) -> None:
+        """The webhook turned out to post in ``channel_id``: what it sent so far
+        counts against that channel's budget, shared with its other webhooks."""
+        provisional = self._channel_sends.pop(-webhook_id, None)
+        if provisional:
+            merged = sorted([*self._channel_window(channel_id), *provisional])
+            self._channel_sends[channel_id] = deque(merged)
+        paused = self._paused_channels.pop(-webhook_id, None)
+        if paused is not None:
+            self._paused_channels[channel_id] = max(
+                paused, self._paused_channels.get(channel_id, 0.0)
+            )
+
     def update(self, webhook_id: int, headers: Mapping[str, str]) -> None:
         remaining = headers.get("X-RateLimit-Remaining")
         reset_after = headers.get("X-RateLimit-Reset-After")
@@ -396,6 +409,7 @@ class Deliverer:
                 self.stats.sent_messages += 1
                 self.stats.sent_items += len(rows)
                 if result.channel_id and job.channel_id is None and not job.target.thread_id:
+                    self.limiter.learn_channel(job.target.webhook_id, result.channel_id)
                     await self.store.learn_channel(job.subscription_id, result.channel_id)
                     job = replace(job, channel_id=result.channel_id)
             elif result.kind == "bad_request" and len(rows) > 1:

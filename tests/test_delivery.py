@@ -440,3 +440,19 @@ async def test_limiter_keeps_a_channel_budget_no_header_announces() -> None:
     assert limiter.delay(99, 8) == 0  # other channels are unaffected
     await limiter.acquire(99, 7)
     assert now[0] >= 61.0
+
+
+async def test_sends_before_the_channel_was_known_count_against_it() -> None:
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(global_rate=1000, error_budget=100, clock=lambda: now[0], sleep=sleep)
+    for _ in range(20):  # channel not known yet: counted under the webhook
+        await limiter.acquire(1, -1)
+    for _ in range(10):
+        await limiter.acquire(2, -2)
+    limiter.learn_channel(1, 7)
+    limiter.learn_channel(2, 7)
+    assert limiter.delay(3, 7) > 60  # thirty already went to channel 7
