@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -14,10 +15,24 @@ from bot.config import Config
 from bot.delivery import Deliverer, DeliverySettings
 from bot.net import Fetcher, NetSettings
 from bot.poller import Clock, Poller, PollSettings, utcnow
+from bot.services import FeedService, ServiceSettings
 from bot.storage.db import Database
 from bot.storage.store import ConfigFeed, Store
 
+if TYPE_CHECKING:
+    from bot.discord.client import FeedhookBot
+
 log = logging.getLogger(__name__)
+
+
+class BotError(Exception):
+    """The Discord bot cannot start; ``str(e)`` says what to do."""
+
+
+def _log_bot_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("the Discord bot stopped: %s", error, exc_info=error)
+
 
 USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 # How often the scheduler looks for due sources; polls themselves follow each
@@ -93,6 +108,8 @@ class App:
         self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
         self.deliverer = Deliverer(self.store, delivery_settings(config), clock=clock)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.bot: FeedhookBot | None = None
+        self._bot_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.db.upgrade()
@@ -133,6 +150,8 @@ class App:
             misfire_grace_time=None,
         )
         self.scheduler.start()
+        if self.config.discord.token:
+            await self._start_bot()
         log.info("feedhook started version=%s feeds=%d", __version__, len(self.config.feeds))
         if not self.config.feeds and not self.config.discord.token:
             log.warning(
@@ -140,7 +159,42 @@ class App:
                 "(see config.example.toml) or set discord.token"
             )
 
+    async def _start_bot(self) -> None:
+        # Imported here: the relay runs without discord.py's gateway machinery.
+        import discord
+
+        from bot.discord.client import FeedhookBot, point_at
+
+        discord_config = self.config.discord
+        point_at(discord_config.api_base, discord_config.gateway_url)
+        services = FeedService(
+            self.store,
+            self.fetcher,
+            ServiceSettings(
+                max_subscriptions_per_guild=discord_config.max_subscriptions_per_guild,
+                min_interval=self.config.polling.min_interval,
+            ),
+            send_now=self.deliverer.send_now,
+            clock=self.clock,
+        )
+        self.bot = FeedhookBot(services, guild_ids=discord_config.guild_ids)
+        try:
+            await self.bot.login(discord_config.token)
+        except discord.LoginFailure:
+            await self.bot.close()
+            raise BotError(
+                "Discord refused the bot token (discord.token or FEEDHOOK_DISCORD_TOKEN); "
+                "copy it again from the Developer Portal, Bot > Reset Token"
+            ) from None
+        except (discord.HTTPException, OSError) as exc:
+            await self.bot.close()
+            raise BotError(f"cannot reach Discord to log in ({exc}); is the network up?") from None
+        self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
+        self._bot_task.add_done_callback(_log_bot_exit)
+
     async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
         self.scheduler.shutdown(wait=False)
         # Both stop claiming at once; requests in flight get the grace period.
         await asyncio.gather(
@@ -157,7 +211,11 @@ class App:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         try:
             await stop.wait()
         finally:

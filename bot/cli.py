@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import __version__
-from bot.app import App, net_settings
+from bot.app import App, BotError, net_settings
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
 from bot.logs import setup_logging
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(print_status(config, out=sys.stdout))
         elif args.command == "db":
             asyncio.run(upgrade_database(config))
-    except (CommandError, DatabaseError) as exc:
+    except (CommandError, DatabaseError, BotError) as exc:
         print(f"feedhook: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -68,6 +68,7 @@ class DiscordConfig(_Section):
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = ""
     guild_ids: tuple[int, ...] = ()
+    max_subscriptions_per_guild: int = Field(default=100, ge=1, le=10000)
 
     @field_validator("api_base")
     @classmethod
@@ -90,6 +91,7 @@ class DatabaseConfig(_Section):
 
 class PollingConfig(_Section):
     interval: Duration = 600.0
+    min_interval: Duration = 300.0
     max_interval: Duration = 6 * 3600.0
     timeout: Duration = 30.0
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

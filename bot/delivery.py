@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from bot.render import Message, render_batch, render_item
+from bot.models import FeedInfo, SendError, WebhookTarget
+from bot.render import Message, render_batch, render_item, truncate
 from bot.storage.store import DeliveryJob, OutboxEntry, Store
 from bot.tasks import finish_or_cancel
 from bot.webhooks import execute_url
@@ -374,9 +375,15 @@ class Deliverer:
         if not entries:
             return True
         style = str(job.options.get("style", "embed"))
-        batching = bool(job.options.get("batch", True)) and (
-            job.pending_total > self.settings.batch_threshold
-            or self.limiter.exhausted(job.target.webhook_id)
+        # A forum channel gets one post (thread) per item, titled by the item.
+        forum = bool(job.options.get("forum"))
+        batching = (
+            not forum
+            and bool(job.options.get("batch", True))
+            and (
+                job.pending_total > self.settings.batch_threshold
+                or self.limiter.exhausted(job.target.webhook_id)
+            )
         )
         items = [e.item for e in entries]
         queue: deque[tuple[Message, list[OutboxEntry]]] = deque()
@@ -387,7 +394,10 @@ class Deliverer:
                 start += message.count
         else:
             for entry in entries:
-                queue.append((Message(render_item(entry.item, job.feed, style=style), 1), [entry]))
+                body = render_item(entry.item, job.feed, style=style)
+                if forum:
+                    body["thread_name"] = truncate(entry.item.title or job.feed.title, 100)
+                queue.append((Message(body, 1), [entry]))
         while queue:
             message, rows = queue[0]
             if self._stopping:
@@ -446,6 +456,26 @@ class Deliverer:
                 await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
                 return False
         return True
+
+    async def send_now(self, target: WebhookTarget, body: dict[str, Any]) -> int | None:
+        """Post one body outside the queue (``/feed test``); Discord's message id."""
+        job = DeliveryJob(
+            subscription_id=0,
+            target=target,
+            channel_id=None,
+            options={},
+            feed=FeedInfo(title="", link=None, icon=None, kind="rss"),
+            entries=(),
+            pending_total=0,
+        )
+        async with self._webhook_locks.setdefault(target.webhook_id, asyncio.Lock()):
+            for _attempt in range(3):
+                result = await self._post(job, body)
+                if result.kind != "rate_limited":
+                    break
+        if result.kind == "sent":
+            return result.message_id
+        raise SendError(result.error or "Discord is rate limiting this webhook; try again soon.")
 
     async def _settle_in_doubt(
         self, job: DeliveryJob, entries: list[OutboxEntry], doubtful: list[OutboxEntry]

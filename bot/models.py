@@ -100,3 +100,7 @@ class SubscriptionView:
     @property
     def label(self) -> str:
         return self.source_title or self.source_url
+
+
+class SendError(Exception):
+    """A message could not be posted now; ``str(e)`` says why, for a person."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.models import FeedInfo, Item, SubscriptionView, WebhookTarget
+from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
 from bot.render import render_item
@@ -241,7 +241,10 @@ class FeedService:
         if self.send_now is None:
             raise ServiceError("Test posts need the delivery worker, which is not running.")
         item, feed, target = found
-        await self.send_now(target, render_item(item, feed))
+        try:
+            await self.send_now(target, render_item(item, feed))
+        except SendError as exc:
+            raise ServiceError(f"The test post failed: {exc}") from None
         return view
 
     async def autocomplete(self, guild_id: int, typed: str) -> list[tuple[str, str]]:

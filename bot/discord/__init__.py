@@ -1,0 +1,1 @@
+"""Everything that imports discord.py lives in this package (and in cogs/)."""

@@ -1,0 +1,64 @@
+"""Text of the bot's replies: short, plain, with what to do next."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.models import SubscriptionView
+from bot.services import GuildStatus
+
+PAGE_LIMIT = 1900
+
+
+def when(moment: datetime | None) -> str:
+    """A Discord timestamp each reader sees in their own time zone."""
+    return f"<t:{int(moment.timestamp())}:R>" if moment else "never"
+
+
+def where(view: SubscriptionView) -> str:
+    return f"<#{view.thread_id or view.channel_id}>"
+
+
+def describe(view: SubscriptionView) -> str:
+    head = f"`#{view.id}` **{view.label}** → {where(view)}"
+    if view.state == "disabled":
+        return f"{head} · disabled: {view.disabled_reason}"
+    if view.state == "paused":
+        return f"{head} · paused"
+    if view.state == "failing":
+        error = (view.last_error or "unknown error")[:200]
+        return f"{head} · failing since {when(view.failing_since)}: {error}"
+    return f"{head} · ok, last post {when(view.last_delivery_at)}"
+
+
+def pages(lines: list[str], limit: int = PAGE_LIMIT) -> list[str]:
+    """Lines packed into messages of at most ``limit`` characters."""
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        line = line[:limit]
+        if current and len(current) + 1 + len(line) > limit:
+            out.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        out.append(current)
+    return out
+
+
+def status_lines(status: GuildStatus) -> list[str]:
+    lines = [
+        f"**{status.total}** subscriptions: {status.ok} ok, {status.paused} paused, "
+        f"{len(status.failing)} failing, {len(status.disabled)} disabled.",
+        f"Last post: {when(status.last_delivery_at)}.",
+    ]
+    if status.failing:
+        lines.append("**Failing**")
+        lines += [describe(v) for v in status.failing]
+    if status.stale:
+        lines.append("**Quiet for 30 days or more** (the source may have moved)")
+        lines += [f"{describe(v)}; newest item {when(v.newest_item_at)}" for v in status.stale]
+    if status.disabled:
+        lines.append("**Disabled**")
+        lines += [describe(v) for v in status.disabled]
+    return lines
