@@ -1,4 +1,5 @@
-"""An in-process fake of Discord's REST API (webhook execution for now).
+"""An in-process fake of Discord: webhook execution, plus the gateway, application commands,
+interactions and the REST routes a feed bot uses, enough for the real discord.py client.
 
 ``FakeDiscord`` owns an ``aiohttp.web.Application`` served with ``AppRunner``/``TCPSite`` on
 127.0.0.1 (port 0 by default), so it works inside pytest and inside a benchmark alike::
@@ -25,6 +26,42 @@ What it reproduces (as documented by Discord, plus observed behaviour where note
 * Every body is JSON sent with ``Content-Type: application/json`` exactly (no charset);
   unknown routes and methods answer ``{"message": "404: Not Found", "code": 0}`` and the like.
 
+Running the real discord.py 2.7 client against it (no mocks)::
+
+    fake.add_guild(GUILD)
+    fake.add_channel(CHANNEL, guild_id=GUILD, name="news")        # type=5 / 15 for others
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)  # REST and webhooks
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY",
+                        yarl.URL(fake.gateway_url))                # must be a yarl.URL
+    bot = commands.Bot(..., guild_ready_timeout=0.1)               # else on_ready waits 2 s
+    await bot.login(fake.bot_token)        # GET /users/@me, GET /oauth2/applications/@me
+    task = asyncio.create_task(bot.connect(reconnect=False))
+    await fake.wait_until_connected(); await bot.wait_until_ready()
+    await bot.tree.sync(guild=discord.Object(GUILD))
+    record = await fake.invoke(GUILD, CHANNEL, USER, "feed", "add", {"url": "https://..."})
+    message = await record.wait_for_response()                     # .content, .ephemeral
+    ...
+    await bot.close(); await task           # close the bot before the fake
+
+Notes on what discord.py does (2.7.1): ``Client.connect`` never calls ``GET /gateway/bot``;
+it connects to ``DEFAULT_GATEWAY`` with ``?v=10&encoding=json&compress=zlib-stream`` (or
+``zstd-stream`` when ``zstandard``/``compression.zstd`` is importable), with no option to
+turn compression off, so the gateway speaks both (and plain JSON without ``compress``).
+Resumes go to READY's ``resume_gateway_url`` (this fake's URL). Interaction callbacks are
+posted with ``?with_response=1`` and parsed as an InteractionCallbackResponse
+(``{"interaction": {...}, "resource": {"type", "message"}}``).
+
+Gateway (``/gateway``): HELLO, HEARTBEAT_ACK, IDENTIFY (token must equal ``bot_token``; else
+close 4004) -> READY + one GUILD_CREATE per guild (with the GUILDS intent), RESUME with replay
+of missed events (else INVALID_SESSION), RECONNECT on request; events are filtered by intents.
+Interactions: ``invoke``/``autocomplete`` build INTERACTION_CREATE from the *synced* command
+definition and check options like Discord's client does; ``FakeInteraction`` collects every
+callback (3 s deadline -> 404/10062; a second ack -> 400/40060), followup (the first after a
+deferral fills the "thinking" message) and edit. Bot REST: users/@me, application, gateway,
+command bulk overwrite, channels, guilds, webhooks (15 per channel -> 30007,
+``deny_manage_webhooks`` -> 403/50013; creating or deleting one sends WEBHOOKS_UPDATE).
+Interaction endpoints skip the global rate limit, as on Discord.
+
 Rate limit algorithm: fixed windows. A window opens with the first counted request after the
 previous one ended and lasts ``per`` seconds; up to ``limit`` requests are admitted in it.
 This is what Discord's headers describe: ``X-RateLimit-Remaining`` counts down to 0 and
@@ -44,21 +81,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
+import importlib
 import json
 import math
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 from urllib.parse import urlsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -86,8 +126,104 @@ USERNAME_MIN, USERNAME_MAX = 1, 80
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _EVERYONE_MENTION = re.compile(r"@(?:everyone|here)")
-_WEBHOOK_PATH = re.compile(r"^(/api/v\d+/webhooks/\d+)/[^/]+")
+_WEBHOOK_PATH = re.compile(r"^(/api/v\d+/(?:webhooks|interactions)/\d+)/[^/]+")
 _MENTION_TYPES = ("roles", "users", "everyone")
+
+# Interaction message flags.
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+INTERACTION_SETTABLE_FLAGS = EPHEMERAL | SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+CREATE_INSTANT_INVITE = 1 << 0
+ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+ADD_REACTIONS = 1 << 6
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+USE_EXTERNAL_EMOJIS = 1 << 18
+MANAGE_WEBHOOKS = 1 << 29
+USE_APPLICATION_COMMANDS = 1 << 31
+SEND_MESSAGES_IN_THREADS = 1 << 38
+ALL_PERMISSIONS = (1 << 51) - 1
+DEFAULT_EVERYONE_PERMISSIONS = (
+    CREATE_INSTANT_INVITE
+    | ADD_REACTIONS
+    | VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | USE_EXTERNAL_EMOJIS
+    | USE_APPLICATION_COMMANDS
+    | SEND_MESSAGES_IN_THREADS
+)
+DEFAULT_BOT_PERMISSIONS = (
+    VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | MANAGE_WEBHOOKS
+    | SEND_MESSAGES_IN_THREADS
+)
+
+# Channel types.
+GUILD_TEXT = 0
+GUILD_ANNOUNCEMENT = 5
+PUBLIC_THREAD = 11
+GUILD_FORUM = 15
+_WEBHOOK_CHANNEL_TYPES = (GUILD_TEXT, GUILD_ANNOUNCEMENT, GUILD_FORUM)
+
+# Gateway.
+GATEWAY_PATH = "/gateway"
+GATEWAY_VERSION = 10
+DEFAULT_HEARTBEAT_INTERVAL_MS = 41_250
+DEFAULT_BOT_USER_ID = 1_180_000_000_000_000_001
+DEFAULT_OWNER_ID = 1_180_000_000_000_000_002
+INTENT_GUILDS = 1 << 0
+INTENT_GUILD_MEMBERS = 1 << 1
+INTENT_GUILD_WEBHOOKS = 1 << 5
+INTENT_GUILD_MESSAGES = 1 << 9
+# Which intent an event needs; events not listed are always sent.
+_EVENT_INTENTS = {
+    **dict.fromkeys(
+        (
+            "GUILD_CREATE",
+            "GUILD_UPDATE",
+            "GUILD_DELETE",
+            "GUILD_ROLE_CREATE",
+            "GUILD_ROLE_UPDATE",
+            "GUILD_ROLE_DELETE",
+            "CHANNEL_CREATE",
+            "CHANNEL_UPDATE",
+            "CHANNEL_DELETE",
+            "CHANNEL_PINS_UPDATE",
+            "THREAD_CREATE",
+            "THREAD_UPDATE",
+            "THREAD_DELETE",
+            "THREAD_LIST_SYNC",
+            "THREAD_MEMBER_UPDATE",
+        ),
+        INTENT_GUILDS,
+    ),
+    **dict.fromkeys(
+        ("GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE"), INTENT_GUILD_MEMBERS
+    ),
+    "WEBHOOKS_UPDATE": INTENT_GUILD_WEBHOOKS,
+    **dict.fromkeys(
+        ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE", "MESSAGE_DELETE_BULK"),
+        INTENT_GUILD_MESSAGES,
+    ),
+}
+_BACKLOG = 1000  # dispatched events kept per session for RESUME
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+_T = TypeVar("_T")
 
 
 class RateLimit(NamedTuple):
@@ -200,11 +336,17 @@ class FakeWebhook:
     name: str
     deleted: bool = False
     forbidden: bool = False
+    application_id: int | None = None
+    """Set for webhooks a bot created (``POST /channels/{id}/webhooks``)."""
+    creator_id: int | None = None
+    """The user who created it: the bot user, or ``None`` for "a member" (``add_webhook``)."""
+    avatar: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The object ``GET /webhooks/{id}/{token}`` returns (no ``user``)."""
         return {
-            "application_id": None,
-            "avatar": None,
+            "application_id": None if self.application_id is None else str(self.application_id),
+            "avatar": self.avatar,
             "channel_id": str(self.channel_id),
             "guild_id": None if self.guild_id is None else str(self.guild_id),
             "id": str(self.id),
@@ -222,6 +364,181 @@ class FakeChannel:
     parent_id: int | None = None
     """Set for threads: the channel the thread lives in."""
     name: str | None = None
+    kind: int = GUILD_TEXT
+    """0 text or 5 announcement; ``forum`` and ``parent_id`` take precedence (see ``type``)."""
+    position: int = 0
+    topic: str | None = None
+    manage_webhooks_denied: bool = False
+    """``deny_manage_webhooks``: a channel overwrite denies the bot MANAGE_WEBHOOKS."""
+
+    @property
+    def type(self) -> int:
+        if self.parent_id is not None:
+            return PUBLIC_THREAD
+        if self.forum:
+            return GUILD_FORUM
+        return self.kind
+
+    @property
+    def is_thread(self) -> bool:
+        return self.parent_id is not None
+
+
+@dataclass
+class FakeMember:
+    """A guild member as interactions show them. ``permissions`` ``None``: @everyone's."""
+
+    user_id: int
+    username: str
+    permissions: int | None = None
+    global_name: str | None = None
+    joined_at: float = 0.0
+
+
+@dataclass
+class FakeGuild:
+    """A guild the bot is in. Roles: @everyone (id == guild id) and the bot's managed role."""
+
+    id: int
+    name: str
+    owner_id: int
+    bot_role_id: int
+    everyone_permissions: int = DEFAULT_EVERYONE_PERMISSIONS
+    bot_permissions: int = DEFAULT_BOT_PERMISSIONS
+    locale: str = "en-US"
+    joined_at: float = 0.0
+    members: dict[int, FakeMember] = field(default_factory=dict)
+
+
+@dataclass
+class InteractionMessage:
+    """A message an interaction created: the original response or a followup.
+
+    The fake keeps these on the ``FakeInteraction``, not in ``messages()`` (which holds what
+    webhooks posted)."""
+
+    id: int
+    channel_id: int
+    original: bool
+    content: str = ""
+    embeds: list[dict[str, Any]] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)
+    flags: int = 0
+    created_at: float = 0.0
+    edited_at: float | None = None
+    deleted: bool = False
+    body: dict[str, Any] = field(default_factory=dict)
+    """The last request body that set this message."""
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & EPHEMERAL)
+
+    @property
+    def loading(self) -> bool:
+        """A deferred response nobody has filled yet ("Bot is thinking...")."""
+        return bool(self.flags & LOADING)
+
+
+@dataclass(frozen=True)
+class InteractionReply:
+    """One request the bot made about an interaction, accepted or not.
+
+    ``kind``: ``"callback"`` (``POST /interactions/{id}/{token}/callback``; ``type`` is the
+    callback type: 4 message, 5 deferred, 8 autocomplete result, 9 modal), ``"followup"``,
+    ``"edit"``, ``"get"`` or ``"delete"`` (``/webhooks/{app_id}/{token}/...``)."""
+
+    kind: str
+    status: int
+    type: int | None
+    body: Any
+    at: float
+    elapsed: float
+    """Seconds since the interaction was created (``FakeDiscord.clock``)."""
+    message_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def flags(self) -> int:
+        body = self.body if isinstance(self.body, dict) else {}
+        data = body.get("data") if self.kind == "callback" else body
+        flags = data.get("flags") if isinstance(data, dict) else None
+        return flags if isinstance(flags, int) else 0
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & EPHEMERAL)
+
+
+@dataclass(eq=False)
+class FakeInteraction:
+    """An interaction the fake sent (``invoke``/``autocomplete``) and what the bot did with it."""
+
+    id: int
+    token: str
+    type: int
+    """2 APPLICATION_COMMAND or 4 APPLICATION_COMMAND_AUTOCOMPLETE."""
+    guild_id: int
+    channel_id: int
+    user_id: int
+    command: str
+    """The full name, e.g. ``"feed add"``."""
+    payload: dict[str, Any]
+    """The INTERACTION_CREATE data as sent."""
+    created_at: float
+    _fake: FakeDiscord = field(repr=False)
+    responses: list[InteractionReply] = field(default_factory=list)
+    original: InteractionMessage | None = None
+    followups: list[InteractionMessage] = field(default_factory=list)
+    choices: list[dict[str, Any]] | None = None
+    response_type: int | None = None
+    """The accepted callback's type, ``None`` until the bot acknowledged."""
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.response_type is not None
+
+    @property
+    def deferred(self) -> bool:
+        return self.response_type == 5
+
+    @property
+    def messages(self) -> list[InteractionMessage]:
+        """Original response (once filled) and followups that were not deleted."""
+        found = [self.original] if self.original is not None else []
+        return [m for m in found + self.followups if not m.deleted and not m.loading]
+
+    def latest_message(self) -> InteractionMessage | None:
+        """The last visible message: the newest followup, else the filled original."""
+        visible = self.messages
+        return visible[-1] if visible else None
+
+    async def wait_for_replies(self, count: int = 1, within: float = 5.0) -> list[InteractionReply]:
+        """Wait until the bot made ``count`` requests about this interaction (accepted or
+        not) and return them all; ``TimeoutError`` after ``within`` seconds."""
+
+        def enough() -> list[InteractionReply] | None:
+            return list(self.responses) if len(self.responses) >= count else None
+
+        return await self._fake._wait_until(enough, within, f"{count} replies to /{self.command}")
+
+    async def wait_for_callback(self, within: float = 5.0) -> InteractionReply:
+        """The accepted callback (initial response); ``TimeoutError`` after ``within``."""
+
+        def accepted() -> InteractionReply | None:
+            return next((r for r in self.responses if r.kind == "callback" and r.ok), None)
+
+        return await self._fake._wait_until(accepted, within, f"no callback for /{self.command}")
+
+    async def wait_for_response(self, within: float = 5.0) -> InteractionMessage:
+        """The message the user sees: after a type 4 response, or once a deferred response
+        was filled by an edit or a followup. ``TimeoutError`` after ``within``."""
+        return await self._fake._wait_until(
+            self.latest_message, within, f"no visible response to /{self.command}"
+        )
 
 
 @dataclass
@@ -262,6 +579,110 @@ class _Dropped(Exception):
     """Raised inside a handler to close the connection without answering."""
 
 
+class _Encoder:
+    """Turns gateway payloads into websocket messages: JSON text, or binary frames of one
+    compression stream per connection (``compress=zlib-stream``: each message ends with a
+    Z_SYNC_FLUSH; ``zstd-stream``: each message is a flushed block)."""
+
+    def __init__(self, compress: str | None, stream: Callable[[bytes], bytes] | None = None):
+        self.compress = compress
+        self._stream = stream
+
+    @classmethod
+    def create(cls, compress: str | None) -> _Encoder | None:
+        """``None`` for a compression the fake cannot produce."""
+        if compress is None:
+            return cls(None)
+        if compress == "zlib-stream":
+            compressor = zlib.compressobj()
+            return cls(
+                compress, lambda raw: compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            )
+        if compress == "zstd-stream":
+            stream = _zstd_stream()
+            return None if stream is None else cls(compress, stream)
+        return None
+
+    def encode(self, text: str) -> str | bytes:
+        return text if self._stream is None else self._stream(text.encode())
+
+
+def _zstd_stream() -> Callable[[bytes], bytes] | None:
+    """A zstd stream compressor from the module discord.py would decompress with (it asks
+    for zstd-stream only when ``zstandard`` or ``compression.zstd`` is importable)."""
+    try:
+        zstandard: Any = importlib.import_module("zstandard")
+    except ImportError:
+        try:
+            stdlib: Any = importlib.import_module("compression.zstd")
+        except ImportError:
+            return None
+        compressor = stdlib.ZstdCompressor()
+        flush_block = stdlib.ZstdCompressor.FLUSH_BLOCK
+        return lambda raw: bytes(compressor.compress(raw, mode=flush_block))
+    stream = zstandard.ZstdCompressor().compressobj()
+    flag = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    return lambda raw: bytes(stream.compress(raw) + stream.flush(flag))
+
+
+class _GatewayConnection:
+    """One websocket. Sends are serialised: compressed frames must arrive in order."""
+
+    def __init__(self, ws: web.WebSocketResponse, encoder: _Encoder) -> None:
+        self.ws = ws
+        self.encoder = encoder
+        self.session: _GatewaySession | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, payload: Mapping[str, Any]) -> bool:
+        async with self._lock:
+            if self.ws.closed:
+                return False
+            message = self.encoder.encode(json.dumps(payload))
+            try:
+                if isinstance(message, bytes):
+                    await self.ws.send_bytes(message)
+                else:
+                    await self.ws.send_str(message)
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+
+    async def close(self, code: int, message: bytes = b"") -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+
+
+@dataclass(eq=False)
+class _GatewaySession:
+    """An identified session; outlives its connection so that clients can RESUME."""
+
+    id: str
+    intents: int
+    shard: tuple[int, int] | None
+    connection: _GatewayConnection | None
+    seq: int = 0
+    ready: bool = False
+    backlog: list[dict[str, Any]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def covers(self, guild_id: int) -> bool:
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        return (guild_id >> 22) % count == shard_id
+
+    def wants(self, event: str, data: Any) -> bool:
+        needed = _EVENT_INTENTS.get(event, 0)
+        if needed and not self.intents & needed:
+            return False
+        if self.shard is not None and isinstance(data, dict):
+            raw = data.get("guild_id") or (data.get("id") if event.startswith("GUILD_") else None)
+            if raw is not None and str(raw).isdigit():
+                return self.covers(int(raw))
+        return True
+
+
 class FakeDiscord:
     """A fake Discord REST API on 127.0.0.1. See the module docstring."""
 
@@ -277,8 +698,28 @@ class FakeDiscord:
         bucket_hash_per_webhook: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        bot_user_id: int = DEFAULT_BOT_USER_ID,
+        application_id: int | None = None,
+        bot_name: str = "feedhook",
+        heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
     ) -> None:
         self.bot_token = bot_token
+        self.bot_user_id = bot_user_id
+        # Bots created since 2020 have the application id as user id; keep them equal.
+        self.application_id = application_id if application_id is not None else bot_user_id
+        self.bot_name = bot_name
+        self.application_flags = 0
+        self.heartbeat_interval = heartbeat_interval
+        """Milliseconds, sent in HELLO. The fake never closes a session for missed beats."""
+        self.interaction_deadline = 3.0
+        """Seconds (``clock``) a bot has for the initial response; later: 404/10062."""
+        self.interaction_token_lifetime = 900.0
+        """Seconds the interaction token works for followups and edits."""
+        self.attachment_size_limit = 10 * 1024 * 1024
+        self.max_webhooks_per_channel = 15
+        self.allow_webhook_delete_with_token = False
+        """``DELETE /webhooks/{id}/{token}`` answers 405 unless this is True (kept for
+        compatibility with tests written when the fake did not implement it)."""
         # Limits may be changed (or set to None to disable) at any time.
         self.webhook_limit = webhook_limit
         self.channel_limit = channel_limit
@@ -305,6 +746,17 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
+        self.guilds: dict[int, FakeGuild] = {}
+        self.interactions: dict[int, FakeInteraction] = {}
+        self._interactions_by_token: dict[str, FakeInteraction] = {}
+        self._commands: dict[int | None, list[dict[str, Any]]] = {}
+        self._sessions: dict[str, _GatewaySession] = {}
+        self._connections: set[_GatewayConnection] = set()
+        self.gateway_queries: list[dict[str, str]] = []
+        """The query string of every gateway connection (``v``, ``encoding``, ``compress``)."""
+        self.gateway_received: list[dict[str, Any]] = []
+        """Every payload clients sent on the gateway, tokens replaced by ``":token"``."""
+
         self.app = web.Application(middlewares=[self._middleware])
         self._add_routes()
 
@@ -326,6 +778,7 @@ class FakeDiscord:
             return
         self._closing.set()  # wake hung handlers so shutdown is quick
         runner, self._runner = self._runner, None
+        await asyncio.gather(*(c.close(1001) for c in list(self._connections)))
         await runner.cleanup()
 
     async def __aenter__(self) -> Self:
@@ -349,6 +802,11 @@ class FakeDiscord:
         """What feedhook's ``discord.api_base`` should be set to."""
         return f"{self.base_url}{API_PREFIX}"
 
+    @property
+    def gateway_url(self) -> str:
+        """The websocket URL (what ``GET /gateway`` answers; discord.py adds the query)."""
+        return f"ws://{self.host}:{self.port}{GATEWAY_PATH}"
+
     # ------------------------------------------------------------------ registry
 
     def next_snowflake(self) -> int:
@@ -361,17 +819,51 @@ class FakeDiscord:
         return candidate
 
     def add_channel(
-        self, channel_id: int, *, guild_id: int | None = None, forum: bool = False
+        self,
+        channel_id: int,
+        *,
+        guild_id: int | None = None,
+        forum: bool = False,
+        name: str | None = None,
+        type: int | None = None,
+        topic: str | None = None,
     ) -> FakeChannel:
-        """Register a channel (``add_webhook`` does it for you); ``forum`` makes it a forum."""
+        """Register a channel (``add_webhook`` does it for you).
+
+        ``type``: 0 text (default), 5 announcement or 15 forum; ``forum=True`` is the same
+        as ``type=15``. ``name`` defaults to ``"general"``. Calling it again for a known
+        channel updates it (and, as before, resets ``forum`` unless given)."""
+        if type is not None and type not in _WEBHOOK_CHANNEL_TYPES:
+            raise ValueError(f"channel type {type} is not 0, 5 or 15 (threads: add_thread)")
+        is_forum = forum or type == GUILD_FORUM
+        kind = type if type in (GUILD_TEXT, GUILD_ANNOUNCEMENT) else GUILD_TEXT
         channel = self.channels.get(channel_id)
         if channel is None:
-            channel = FakeChannel(id=channel_id, guild_id=guild_id, forum=forum)
+            position = sum(
+                1
+                for c in self.channels.values()
+                if guild_id is not None and c.guild_id == guild_id and not c.is_thread
+            )
+            channel = FakeChannel(
+                id=channel_id,
+                guild_id=guild_id,
+                forum=is_forum,
+                name=name or "general",
+                kind=kind,
+                position=position,
+                topic=topic,
+            )
             self.channels[channel_id] = channel
         else:
-            channel.forum = forum
+            channel.forum = is_forum
+            if type is not None:
+                channel.kind = kind
             if guild_id is not None:
                 channel.guild_id = guild_id
+            if name is not None:
+                channel.name = name
+            if topic is not None:
+                channel.topic = topic
         return channel
 
     def add_webhook(
@@ -486,6 +978,755 @@ class FakeDiscord:
         self._channel_windows.clear()
         self._global_window = _Window()
 
+    # ------------------------------------------------------------------ guilds and members
+
+    def add_guild(
+        self,
+        guild_id: int,
+        *,
+        name: str = "Test Server",
+        owner_id: int = DEFAULT_OWNER_ID,
+        everyone_permissions: int = DEFAULT_EVERYONE_PERMISSIONS,
+        bot_permissions: int = DEFAULT_BOT_PERMISSIONS,
+        locale: str = "en-US",
+    ) -> FakeGuild:
+        """A guild the bot is in. Sessions that identify later get it in READY and a
+        GUILD_CREATE; ``join_guild`` also tells sessions already connected."""
+        if guild_id in self.guilds:
+            raise ValueError(f"guild {guild_id} already exists")
+        guild = FakeGuild(
+            id=guild_id,
+            name=name,
+            owner_id=owner_id,
+            bot_role_id=self.next_snowflake(),
+            everyone_permissions=everyone_permissions,
+            bot_permissions=bot_permissions,
+            locale=locale,
+            joined_at=self.wall_clock(),
+        )
+        self.guilds[guild_id] = guild
+        return guild
+
+    def add_member(
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        permissions: int | None = None,
+        username: str | None = None,
+        global_name: str | None = None,
+    ) -> FakeMember:
+        """A member for interactions: ``permissions`` is what ``member.permissions`` says
+        (``None``: the guild's @everyone permissions; ADMINISTRATOR or owning the guild
+        means every permission, as Discord computes it)."""
+        guild = self.guilds[guild_id]
+        member = FakeMember(
+            user_id=user_id,
+            username=username or f"user{user_id}",
+            permissions=permissions,
+            global_name=global_name,
+            joined_at=self.wall_clock(),
+        )
+        guild.members[user_id] = member
+        return member
+
+    def deny_manage_webhooks(self, channel_id: int, denied: bool = True) -> None:
+        """A channel overwrite denies the bot MANAGE_WEBHOOKS: creating, listing, fetching
+        and deleting the channel's webhooks answer 403/50013, interactions' ``app_permissions``
+        lack the bit and the channel object carries the overwrite. (Connected bots only see
+        the overwrite after a CHANNEL_UPDATE: ``dispatch("CHANNEL_UPDATE", channel_json(id))``.)
+        """
+        self.channels[channel_id].manage_webhooks_denied = denied
+
+    def member_permissions(self, guild_id: int, user_id: int) -> int:
+        """The member's permissions as interactions report them."""
+        guild = self.guilds[guild_id]
+        member = guild.members.get(user_id)
+        base = guild.everyone_permissions
+        if member is not None and member.permissions is not None:
+            base = member.permissions
+        return _effective(base, owner=user_id == guild.owner_id)
+
+    def bot_permissions_in(self, channel_id: int) -> int:
+        """The bot's permissions in a channel (``app_permissions`` of interactions)."""
+        channel = self.channels[channel_id]
+        if channel.guild_id is None or channel.guild_id not in self.guilds:
+            return 0
+        guild = self.guilds[channel.guild_id]
+        perms = _effective(
+            guild.everyone_permissions | guild.bot_permissions,
+            owner=guild.owner_id == self.bot_user_id,
+        )
+        if self._webhook_channel(channel).manage_webhooks_denied:
+            perms &= ~MANAGE_WEBHOOKS
+        return perms
+
+    def synced_commands(self, guild_id: int | None = None) -> list[dict[str, Any]]:
+        """What the bot last synced (``PUT .../commands``), as the fake returned it: global
+        commands, or ``guild_id``'s. Copies; ids are strings, as in the API."""
+        return copy.deepcopy(self._commands.get(guild_id, []))
+
+    def _webhook_channel(self, channel: FakeChannel) -> FakeChannel:
+        """Threads have no webhooks of their own: their parent's apply."""
+        if channel.parent_id is not None and channel.parent_id in self.channels:
+            return self.channels[channel.parent_id]
+        return channel
+
+    # ------------------------------------------------------------------ JSON objects
+
+    def _username(self, user_id: int, guild_id: int | None) -> tuple[str, str | None]:
+        if user_id == self.bot_user_id:
+            return self.bot_name, self.bot_name
+        guilds = [self.guilds[guild_id]] if guild_id in self.guilds else []
+        for guild in guilds or list(self.guilds.values()):
+            member = guild.members.get(user_id)
+            if member is not None:
+                return member.username, member.global_name
+        if user_id == DEFAULT_OWNER_ID:
+            return "owner", "Owner"
+        return f"user{user_id}", None
+
+    def user_json(self, user_id: int, guild_id: int | None = None) -> dict[str, Any]:
+        """A public user object (the bot user has ``bot: true``)."""
+        username, global_name = self._username(user_id, guild_id)
+        data: dict[str, Any] = {
+            "id": str(user_id),
+            "username": username,
+            "discriminator": "0",
+            "global_name": global_name,
+            "avatar": None,
+            "avatar_decoration_data": None,
+            "public_flags": 0,
+            "flags": 0,
+            "banner": None,
+            "accent_color": None,
+        }
+        if user_id == self.bot_user_id:
+            data["bot"] = True
+        return data
+
+    def _bot_user_private(self) -> dict[str, Any]:
+        """``GET /users/@me`` and READY's ``user``."""
+        return {
+            **self.user_json(self.bot_user_id),
+            "verified": True,
+            "mfa_enabled": False,
+            "locale": "en-US",
+            "email": None,
+            "premium_type": 0,
+        }
+
+    def application_json(self) -> dict[str, Any]:
+        owner = self.user_json(DEFAULT_OWNER_ID)
+        install = {"scopes": ["bot", "applications.commands"], "permissions": "536870912"}
+        return {
+            "id": str(self.application_id),
+            "name": self.bot_name,
+            "icon": None,
+            "description": "",
+            "summary": "",
+            "type": None,
+            "hook": True,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "verify_key": hashlib.sha256(str(self.application_id).encode()).hexdigest(),
+            "flags": self.application_flags,
+            "owner": owner,
+            "team": None,
+            "bot": self.user_json(self.bot_user_id),
+            "rpc_origins": [],
+            "redirect_uris": [],
+            "tags": [],
+            "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "install_params": install,
+            "integration_types_config": {"0": {"oauth2_install_params": install}},
+            "approximate_guild_count": len(self.guilds),
+            "approximate_user_install_count": 0,
+            "is_monetized": False,
+        }
+
+    def _role_json(self, guild: FakeGuild, role_id: int) -> dict[str, Any]:
+        is_bot = role_id == guild.bot_role_id
+        data: dict[str, Any] = {
+            "id": str(role_id),
+            "name": self.bot_name if is_bot else "@everyone",
+            "permissions": str(guild.bot_permissions if is_bot else guild.everyone_permissions),
+            "position": 1 if is_bot else 0,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "managed": is_bot,
+            "mentionable": False,
+            "flags": 0,
+        }
+        if is_bot:
+            data["tags"] = {"bot_id": str(self.bot_user_id)}
+        return data
+
+    def _member_json(
+        self, guild: FakeGuild, user_id: int, *, permissions: int | None = None
+    ) -> dict[str, Any]:
+        member = guild.members.get(user_id)
+        joined = member.joined_at if member is not None else guild.joined_at
+        data: dict[str, Any] = {
+            "user": self.user_json(user_id, guild.id),
+            "roles": [str(guild.bot_role_id)] if user_id == self.bot_user_id else [],
+            "joined_at": _iso(joined),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "avatar": None,
+            "banner": None,
+            "pending": False,
+            "premium_since": None,
+            "communication_disabled_until": None,
+        }
+        if permissions is not None:
+            data["permissions"] = str(permissions)
+        return data
+
+    def channel_json(self, channel_id: int, *, permissions: int | None = None) -> dict[str, Any]:
+        """The channel object (thread objects for threads); ``permissions`` adds the field
+        interactions carry."""
+        channel = self.channels[channel_id]
+        located = [m for m in self._messages if m.location_id == channel_id]
+        data: dict[str, Any] = {
+            "id": str(channel.id),
+            "type": channel.type,
+            "guild_id": None if channel.guild_id is None else str(channel.guild_id),
+            "name": channel.name or "general",
+            "flags": 0,
+            "last_message_id": str(located[-1].id) if located else None,
+            "rate_limit_per_user": 0,
+        }
+        if channel.is_thread:
+            created = _iso(((channel.id >> 22) + DISCORD_EPOCH_MS) / 1000)
+            data.update(
+                parent_id=str(channel.parent_id),
+                owner_id=str(self.bot_user_id),
+                message_count=len(located),
+                total_message_sent=len(located),
+                member_count=1,
+                applied_tags=[],
+                thread_metadata={
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": created,
+                    "locked": False,
+                    "create_timestamp": created,
+                },
+            )
+        else:
+            overwrites: list[dict[str, Any]] = []
+            guild = self.guilds.get(channel.guild_id) if channel.guild_id is not None else None
+            if channel.manage_webhooks_denied and guild is not None:
+                overwrites.append(
+                    {
+                        "id": str(guild.bot_role_id),
+                        "type": 0,
+                        "allow": "0",
+                        "deny": str(MANAGE_WEBHOOKS),
+                    }
+                )
+            data.update(
+                position=channel.position,
+                permission_overwrites=overwrites,
+                parent_id=None,
+                topic=channel.topic,
+                nsfw=False,
+                default_auto_archive_duration=1440,
+                default_thread_rate_limit_per_user=0,
+            )
+            if channel.forum:
+                data.update(
+                    available_tags=[],
+                    default_reaction_emoji=None,
+                    default_sort_order=None,
+                    default_forum_layout=0,
+                    template="",
+                )
+        if permissions is not None:
+            data["permissions"] = str(permissions)
+        return data
+
+    def guild_json(self, guild_id: int, *, gateway: bool = True) -> dict[str, Any]:
+        """The guild object: as GUILD_CREATE sends it (``gateway``: with channels, threads,
+        the bot's member, ...), else as ``GET /guilds/{id}`` returns it."""
+        guild = self.guilds[guild_id]
+        data: dict[str, Any] = {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(guild.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "widget_enabled": False,
+            "widget_channel_id": None,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "roles": [self._role_json(guild, guild.id), self._role_json(guild, guild.bot_role_id)],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "application_id": None,
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "max_presences": None,
+            "max_members": 500_000,
+            "max_video_channel_users": 25,
+            "max_stage_video_channel_users": 50,
+            "vanity_url_code": None,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": guild.locale,
+            "nsfw_level": 0,
+            "nsfw": False,
+            "premium_progress_bar_enabled": False,
+            "incidents_data": None,
+        }
+        if gateway:
+            in_guild = [c for c in self.channels.values() if c.guild_id == guild.id]
+            data.update(
+                joined_at=_iso(guild.joined_at),
+                large=False,
+                unavailable=False,
+                member_count=len({self.bot_user_id, guild.owner_id, *guild.members}),
+                members=[self._member_json(guild, self.bot_user_id)],
+                channels=[self.channel_json(c.id) for c in in_guild if not c.is_thread],
+                threads=[self.channel_json(c.id) for c in in_guild if c.is_thread],
+                voice_states=[],
+                presences=[],
+                stage_instances=[],
+                guild_scheduled_events=[],
+                soundboard_sounds=[],
+            )
+        return data
+
+    def webhook_json(self, webhook_id: int) -> dict[str, Any]:
+        """The webhook as bot-authenticated routes return it: with ``user`` (its creator) and
+        the token only when the bot created it."""
+        hook = self.webhooks[webhook_id]
+        data = hook.to_json()
+        if hook.creator_id != self.bot_user_id:
+            del data["token"]
+        creator = hook.creator_id
+        if creator is None:
+            guild = self.guilds.get(hook.guild_id) if hook.guild_id is not None else None
+            creator = guild.owner_id if guild is not None else DEFAULT_OWNER_ID
+        data["user"] = self.user_json(creator, hook.guild_id)
+        return data
+
+    # ------------------------------------------------------------------ gateway: test API
+
+    async def dispatch(self, event: str, data: Any) -> int:
+        """Send ``{"op": 0, "t": event, "d": data}`` to every gateway session whose intents
+        cover the event (GUILDS for GUILD_*/CHANNEL_*/THREAD_*, GUILD_WEBHOOKS for
+        WEBHOOKS_UPDATE, ...; other events go to all). Sessions that lost their connection
+        but may RESUME keep it for the replay. Returns how many sessions got it."""
+        sent = 0
+        for session in list(self._sessions.values()):
+            if session.wants(event, data):
+                await self._send_dispatch(session, event, data)
+                sent += 1
+        return sent
+
+    async def wait_until_connected(self, within: float = 10.0) -> None:
+        """Return once a gateway session has identified and been sent READY and its
+        GUILD_CREATEs; ``TimeoutError`` after ``within`` seconds."""
+
+        def connected() -> bool | None:
+            ready = any(s.ready and s.connection is not None for s in self._sessions.values())
+            return True if ready else None
+
+        await self._wait_until(connected, within, "no gateway session got READY")
+
+    @property
+    def connected_sessions(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.connection is not None)
+
+    async def request_reconnect(self) -> int:
+        """Send op 7 RECONNECT on every connection (clients then RESUME); returns how many."""
+        count = 0
+        for connection in list(self._connections):
+            if connection.session is not None:
+                await connection.send({"op": 7, "d": None, "s": None, "t": None})
+                count += 1
+        return count
+
+    async def join_guild(self, guild_id: int, **kwargs: Any) -> FakeGuild:
+        """``add_guild`` and send GUILD_CREATE to connected sessions (``on_guild_join``)."""
+        guild = self.add_guild(guild_id, **kwargs)
+        await self.dispatch("GUILD_CREATE", self.guild_json(guild_id))
+        return guild
+
+    async def remove_guild(self, guild_id: int) -> None:
+        """The bot was removed from the guild: forget it and send GUILD_DELETE
+        (``on_guild_remove``). Its channels and webhooks stay, as on Discord."""
+        del self.guilds[guild_id]
+        await self.dispatch("GUILD_DELETE", {"id": str(guild_id)})
+
+    async def delete_channel(self, channel_id: int) -> None:
+        """Delete a channel (and its threads and webhooks) and send CHANNEL_DELETE."""
+        data = self.channel_json(channel_id)
+        channel = self.channels.pop(channel_id)
+        for other in [c for c in self.channels.values() if c.parent_id == channel_id]:
+            del self.channels[other.id]
+        for hook in self.webhooks.values():
+            if hook.channel_id == channel_id:
+                hook.deleted = True
+        event = "THREAD_DELETE" if channel.is_thread else "CHANNEL_DELETE"
+        await self.dispatch(event, data)
+
+    # ------------------------------------------------------------------ interactions: test API
+
+    async def invoke(
+        self,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str = "feed",
+        subcommand: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        permissions: int | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Send an APPLICATION_COMMAND interaction for the synced chat command ``name``
+        (guild commands first, then global ones) as ``user_id`` in ``channel_id``.
+
+        ``subcommand``: ``"add"`` or ``"group sub"``. ``options``: option name -> value
+        (str, int, float, bool; channel/user/role options take the id). Values are checked
+        against the synced definition the way Discord's client enforces it (types, required,
+        min/max, lengths, choices, channel types): ``ValueError`` when no user could send
+        them. ``PermissionError`` when ``default_member_permissions`` hides the command from
+        this member. ``permissions``: the member's permissions (default: ``add_member``'s,
+        else @everyone's). Returns the record that collects the bot's responses."""
+        interaction = self._new_interaction(
+            2, guild_id, channel_id, user_id, name, subcommand, options, None, None,
+            permissions, locale,
+        )  # fmt: skip
+        await self._deliver(interaction)
+        return interaction
+
+    async def autocomplete(
+        self,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str = "feed",
+        subcommand: str | None = None,
+        *,
+        focused: str,
+        value: str = "",
+        options: Mapping[str, Any] | None = None,
+        permissions: int | None = None,
+        locale: str = "en-US",
+        within: float = 5.0,
+    ) -> list[dict[str, Any]]:
+        """Send an APPLICATION_COMMAND_AUTOCOMPLETE interaction while the user types
+        ``value`` into option ``focused`` (other ``options`` as already filled in) and return
+        the choices of the bot's type 8 callback (``[{"name": ..., "value": ...}]``)."""
+        interaction = self._new_interaction(
+            4, guild_id, channel_id, user_id, name, subcommand, options, focused, value,
+            permissions, locale,
+        )  # fmt: skip
+        await self._deliver(interaction)
+        await interaction.wait_for_callback(within)
+        return copy.deepcopy(interaction.choices or [])
+
+    def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any], int | None]:
+        for scope in (guild_id, None):
+            for command in self._commands.get(scope, []):
+                if command["name"] == name and command.get("type", 1) == 1:
+                    return command, scope
+        raise LookupError(f"/{name} was not synced (globally or to guild {guild_id})")
+
+    def _new_interaction(
+        self,
+        kind: int,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        subcommand: str | None,
+        options: Mapping[str, Any] | None,
+        focused: str | None,
+        focused_value: str | None,
+        permissions: int | None,
+        locale: str,
+    ) -> FakeInteraction:
+        guild = self.guilds.get(guild_id)
+        if guild is None:
+            raise KeyError(f"unknown guild {guild_id}: add_guild() first")
+        channel = self.channels.get(channel_id)
+        if channel is None or channel.guild_id != guild_id:
+            raise ValueError(f"channel {channel_id} is not a channel of guild {guild_id}")
+        command, scope = self._find_command(name, guild_id)
+        if permissions is None:
+            perms = self.member_permissions(guild_id, user_id)
+        else:
+            perms = _effective(permissions, owner=user_id == guild.owner_id)
+        if not _may_use(command, perms):
+            raise PermissionError(
+                f"Discord hides /{name} from user {user_id}: default_member_permissions "
+                f"{command.get('default_member_permissions')} and member permissions {perms}"
+            )
+        path = subcommand.split() if subcommand else []
+        resolved: dict[str, dict[str, Any]] = {}
+        built = self._build_options(
+            command.get("options") or [], path, dict(options or {}), focused, focused_value,
+            guild, resolved, perms,
+        )  # fmt: skip
+        data: dict[str, Any] = {"id": command["id"], "name": command["name"], "type": 1}
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        if built:
+            data["options"] = built
+        if resolved:
+            data["resolved"] = resolved
+        interaction_id = self.next_snowflake()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)  # base64 "interaction:"
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "data": data,
+            "guild_id": str(guild_id),
+            "guild": {"id": str(guild_id), "locale": guild.locale, "features": []},
+            "channel_id": str(channel_id),
+            "channel": self.channel_json(channel_id, permissions=perms),
+            "member": self._member_json(guild, user_id, permissions=perms),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(self.bot_permissions_in(channel_id)),
+            "locale": locale,
+            "guild_locale": guild.locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": str(guild_id)},
+            "context": 0,
+            "attachment_size_limit": self.attachment_size_limit,
+        }
+        return FakeInteraction(
+            id=interaction_id,
+            token=token,
+            type=kind,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            command=" ".join([name, *path]),
+            payload=payload,
+            created_at=self.clock(),
+            _fake=self,
+        )
+
+    def _build_options(
+        self,
+        definitions: list[dict[str, Any]],
+        path: list[str],
+        values: dict[str, Any],
+        focused: str | None,
+        focused_value: str | None,
+        guild: FakeGuild,
+        resolved: dict[str, dict[str, Any]],
+        perms: int,
+    ) -> list[dict[str, Any]]:
+        if path:
+            head, rest = path[0], path[1:]
+            for definition in definitions:
+                if definition["name"] == head and definition["type"] in (1, 2):
+                    inner = self._build_options(
+                        definition.get("options") or [], rest, values, focused, focused_value,
+                        guild, resolved, perms,
+                    )  # fmt: skip
+                    option: dict[str, Any] = {"name": head, "type": definition["type"]}
+                    if inner:
+                        option["options"] = inner
+                    return [option]
+            raise ValueError(f"no subcommand (group) {head!r}")
+        if any(d["type"] in (1, 2) for d in definitions):
+            names = [d["name"] for d in definitions if d["type"] in (1, 2)]
+            raise ValueError(f"pick a subcommand: {names}")
+        by_name = {d["name"]: d for d in definitions}
+        unknown = [n for n in [*values, *([focused] if focused else [])] if n not in by_name]
+        if unknown:
+            raise ValueError(f"unknown options {unknown}; the command has {list(by_name)}")
+        built: list[dict[str, Any]] = []
+        for definition in definitions:
+            name = definition["name"]
+            if name == focused:
+                if not definition.get("autocomplete"):
+                    raise ValueError(f"option {name!r} has no autocomplete")
+                built.append(
+                    {
+                        "name": name,
+                        "type": definition["type"],
+                        "value": focused_value or "",
+                        "focused": True,
+                    }
+                )
+            elif name in values:
+                value = self._option_value(definition, values[name], guild, resolved, perms)
+                built.append({"name": name, "type": definition["type"], "value": value})
+            elif definition.get("required") and focused is None:
+                raise ValueError(f"option {name!r} is required")
+        return built
+
+    def _option_value(
+        self,
+        definition: dict[str, Any],
+        value: Any,
+        guild: FakeGuild,
+        resolved: dict[str, dict[str, Any]],
+        perms: int,
+    ) -> Any:
+        name, kind = definition["name"], definition["type"]
+
+        def fail(message: str) -> ValueError:
+            return ValueError(f"option {name!r}: {message}")
+
+        if kind == 3:
+            if not isinstance(value, str):
+                raise fail(f"expected a string, got {value!r}")
+            if (
+                not definition.get("min_length", 0)
+                <= len(value)
+                <= definition.get("max_length", 6000)
+            ):
+                raise fail(f"length {len(value)} is outside the allowed range")
+        elif kind in (4, 10):
+            numeric = (int,) if kind == 4 else (int, float)
+            if not isinstance(value, numeric) or isinstance(value, bool):
+                raise fail(f"expected {'an integer' if kind == 4 else 'a number'}, got {value!r}")
+            low, high = definition.get("min_value"), definition.get("max_value")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise fail(f"{value} is outside [{low}, {high}]")
+        elif kind == 5:
+            if not isinstance(value, bool):
+                raise fail(f"expected a bool, got {value!r}")
+        elif kind in (6, 7, 8, 9):
+            try:
+                snowflake = int(value)
+            except (TypeError, ValueError):
+                raise fail(f"expected an id, got {value!r}") from None
+            roles = (guild.id, guild.bot_role_id)
+            if kind == 7:
+                channel = self.channels.get(snowflake)
+                if channel is None or channel.guild_id != guild.id:
+                    raise fail(f"channel {snowflake} is not in guild {guild.id}")
+                allowed = definition.get("channel_types")
+                if allowed and channel.type not in allowed:
+                    raise fail(f"channel type {channel.type} is not one of {allowed}")
+                resolved.setdefault("channels", {})[str(snowflake)] = self.channel_json(
+                    snowflake, permissions=perms
+                )
+            elif kind == 8 or (kind == 9 and snowflake in roles):
+                if snowflake not in roles:
+                    raise fail(f"role {snowflake} is not in guild {guild.id}")
+                resolved.setdefault("roles", {})[str(snowflake)] = self._role_json(guild, snowflake)
+            else:
+                resolved.setdefault("users", {})[str(snowflake)] = self.user_json(
+                    snowflake, guild.id
+                )
+                member = self._member_json(
+                    guild, snowflake, permissions=self.member_permissions(guild.id, snowflake)
+                )
+                del member["user"]
+                resolved.setdefault("members", {})[str(snowflake)] = member
+            return str(snowflake)
+        else:
+            raise NotImplementedError(f"option type {kind} is not supported by the fake")
+        choices = definition.get("choices")
+        if choices and value not in [c["value"] for c in choices]:
+            raise fail(f"{value!r} is not one of the choices")
+        return value
+
+    async def _deliver(self, interaction: FakeInteraction) -> None:
+        sessions = [
+            s
+            for s in self._sessions.values()
+            if s.ready and s.connection is not None and s.covers(interaction.guild_id)
+        ]
+        if not sessions:
+            raise RuntimeError(
+                "no gateway session is connected: start the bot and await "
+                "fake.wait_until_connected() first"
+            )
+        self.interactions[interaction.id] = interaction
+        self._interactions_by_token[interaction.token] = interaction
+        interaction.created_at = self.clock()
+        await self._send_dispatch(sessions[0], "INTERACTION_CREATE", interaction.payload)
+        self._notify()
+
+    def _interaction_for(self, application_id: int, token: str) -> FakeInteraction | None:
+        if application_id != self.application_id:
+            return None
+        return self._interactions_by_token.get(token)
+
+    def _interaction_message_json(
+        self, interaction: FakeInteraction, message: InteractionMessage
+    ) -> dict[str, Any]:
+        user = self.user_json(interaction.user_id, interaction.guild_id)
+        return {
+            "id": str(message.id),
+            "type": 20 if message.original else 0,
+            "channel_id": str(message.channel_id),
+            "content": message.content,
+            "embeds": [_embed_out(e) for e in message.embeds],
+            "attachments": [],
+            "components": copy.deepcopy(message.components),
+            "author": self.user_json(self.bot_user_id),
+            "timestamp": _iso(message.created_at),
+            "edited_timestamp": None if message.edited_at is None else _iso(message.edited_at),
+            "flags": message.flags,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "webhook_id": str(self.application_id),
+            "application_id": str(self.application_id),
+            "interaction_metadata": {
+                "id": str(interaction.id),
+                "type": interaction.type,
+                "user": user,
+                "authorizing_integration_owners": {"0": str(interaction.guild_id)},
+                "name": interaction.command,
+                "command_type": 1,
+            },
+            "interaction": {
+                "id": str(interaction.id),
+                "type": interaction.type,
+                "name": interaction.command,
+                "user": user,
+            },
+        }
+
+    async def _wait_until(self, predicate: Callable[[], _T | None], within: float, what: str) -> _T:
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    changed = self._changed
+                    found = predicate()
+                    if found is not None:
+                        return found
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{what} within {within} s") from None
+
     # ------------------------------------------------------------------ fault injection
     # Faults apply to webhook execute requests only (``webhook_id=None``: any webhook), are
     # consumed in the order they were added, and bypass rate limiting.
@@ -533,9 +1774,38 @@ class FakeDiscord:
 
     def _add_routes(self) -> None:
         r = self.app.router
-        r.add_post(API_PREFIX + r"/webhooks/{webhook_id:\d+}/{token}", self._execute_webhook)
-        r.add_get(API_PREFIX + r"/webhooks/{webhook_id:\d+}/{token}", self._get_webhook)
-        r.add_get(API_PREFIX + r"/channels/{channel_id:\d+}/messages", self._channel_messages)
+        api = API_PREFIX
+        r.add_post(api + r"/webhooks/{webhook_id:\d+}/{token}", self._execute_webhook)
+        r.add_get(api + r"/webhooks/{webhook_id:\d+}/{token}", self._get_webhook)
+        r.add_delete(api + r"/webhooks/{webhook_id:\d+}/{token}", self._delete_webhook_with_token)
+        r.add_get(api + r"/channels/{channel_id:\d+}/messages", self._channel_messages)
+
+        r.add_get(GATEWAY_PATH, self._gateway)
+        r.add_get(api + "/gateway", self._get_gateway)
+        r.add_get(api + "/gateway/bot", self._get_gateway_bot)
+        r.add_get(api + "/users/@me", self._get_me)
+        r.add_get(api + "/oauth2/applications/@me", self._get_application)
+        r.add_get(api + "/applications/@me", self._get_application)
+        commands = api + r"/applications/{application_id:\d+}/commands"
+        guild_commands = api + r"/applications/{application_id:\d+}/guilds/{guild_id:\d+}/commands"
+        for path in (commands, guild_commands):
+            r.add_get(path, self._get_commands)
+            r.add_put(path, self._put_commands)
+        r.add_get(api + r"/channels/{channel_id:\d+}", self._get_channel)
+        r.add_get(api + r"/channels/{channel_id:\d+}/webhooks", self._list_channel_webhooks)
+        r.add_post(api + r"/channels/{channel_id:\d+}/webhooks", self._create_channel_webhook)
+        r.add_get(api + r"/guilds/{guild_id:\d+}", self._get_guild)
+        r.add_get(api + r"/guilds/{guild_id:\d+}/channels", self._get_guild_channels)
+        r.add_get(api + r"/webhooks/{webhook_id:\d+}", self._get_webhook_bot)
+        r.add_delete(api + r"/webhooks/{webhook_id:\d+}", self._delete_webhook_bot)
+        message = api + r"/webhooks/{webhook_id:\d+}/{token}/messages/{message_id}"
+        r.add_get(message, self._webhook_message)
+        r.add_patch(message, self._webhook_message)
+        r.add_delete(message, self._webhook_message)
+        r.add_post(
+            api + r"/interactions/{interaction_id:\d+}/{token}/callback",
+            self._interaction_callback,
+        )
 
     @web.middleware
     async def _middleware(
@@ -620,10 +1890,718 @@ class FakeDiscord:
         transport = request.transport
         return self._closing.is_set() or transport is None or transport.is_closing()
 
+    # ------------------------------------------------------------------ gateway
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self._closing.is_set():
+            return _error(503, 0, "503: Service Unavailable")
+        ws = web.WebSocketResponse(timeout=1.0, compress=False)
+        if not ws.can_prepare(request).ok:
+            return _error(400, 0, "400: Bad Request")
+        query = dict(request.query)
+        self.gateway_queries.append(query)
+        await ws.prepare(request)
+        encoder = _Encoder.create(query.get("compress"))
+        connection = _GatewayConnection(ws, encoder or _Encoder(None))
+        self._connections.add(connection)
+        try:
+            if query.get("v", str(GATEWAY_VERSION)) != str(GATEWAY_VERSION):
+                await connection.close(4012, b"Invalid API version.")
+            elif query.get("encoding", "json") != "json":
+                await connection.close(4000, b"The fake only speaks encoding=json.")
+            elif encoder is None:
+                await connection.close(4000, b"Unsupported compress value.")
+            else:
+                hello = {"heartbeat_interval": self.heartbeat_interval, "_trace": ["fake-discord"]}
+                await connection.send({"op": 10, "d": hello, "s": None, "t": None})
+                await self._gateway_loop(connection)
+        except Exception as exc:  # a bug in the fake: make it visible to the test
+            self.internal_errors.append(exc)
+            await connection.close(4000, b"Unknown error.")
+        finally:
+            self._connections.discard(connection)
+            session = connection.session
+            if session is not None and session.connection is connection:
+                session.connection = None
+                if ws.close_code in (1000, 1001):  # a clean close ends the session
+                    self._sessions.pop(session.id, None)
+            self._notify()
+        return ws
+
+    async def _gateway_loop(self, connection: _GatewayConnection) -> None:
+        async for msg in connection.ws:
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    await connection.close(4002, b"Error while decoding payload.")
+                    return
+                continue
+            try:
+                payload = json.loads(msg.data)
+                op = payload["op"]
+            except (ValueError, KeyError, TypeError):
+                await connection.close(4002, b"Error while decoding payload.")
+                return
+            self.gateway_received.append(_redact(payload))
+            self._notify()
+            data = payload.get("d")
+            if op == 1:
+                await connection.send({"op": 11, "d": None, "s": None, "t": None})
+            elif op in (2, 6):
+                if connection.session is not None:
+                    await connection.close(4005, b"Already authenticated.")
+                    return
+                start = self._identify if op == 2 else self._resume
+                if not await start(connection, data):
+                    return
+            elif connection.session is None:
+                await connection.close(4003, b"Not authenticated.")
+                return
+            elif op not in (3, 4, 8):  # presence, voice state, request members: ignored
+                await connection.close(4001, b"Unknown opcode.")
+                return
+
+    def _token_ok(self, token: Any) -> bool:
+        if self.bot_token is None or not isinstance(token, str):
+            return False
+        return secrets.compare_digest(token.encode(), self.bot_token.encode())
+
+    async def _identify(self, connection: _GatewayConnection, data: Any) -> bool:
+        if not isinstance(data, dict):
+            await connection.close(4002, b"Error while decoding payload.")
+            return False
+        if not self._token_ok(data.get("token")):
+            await connection.close(4004, b"Authentication failed.")
+            return False
+        intents = data.get("intents")
+        if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0:
+            await connection.close(4013, b"Invalid intent(s).")
+            return False
+        shard: tuple[int, int] | None = None
+        raw_shard = data.get("shard")
+        if raw_shard is not None:
+            if (
+                not isinstance(raw_shard, list)
+                or len(raw_shard) != 2
+                or not all(isinstance(n, int) for n in raw_shard)
+                or not 0 <= raw_shard[0] < raw_shard[1]
+            ):
+                await connection.close(4010, b"Invalid shard.")
+                return False
+            shard = (raw_shard[0], raw_shard[1])
+        session = _GatewaySession(
+            id=secrets.token_hex(16), intents=intents, shard=shard, connection=connection
+        )
+        connection.session = session
+        self._sessions[session.id] = session
+        guilds = [g for g in self.guilds.values() if session.covers(g.id)]
+        ready: dict[str, Any] = {
+            "v": GATEWAY_VERSION,
+            "user": self._bot_user_private(),
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
+            "session_id": session.id,
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": self.application_flags},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": [],
+            "user_settings": {},
+            "auth": {},
+            "_trace": ["fake-discord"],
+        }
+        if shard is not None:
+            ready["shard"] = list(shard)
+        await self._send_dispatch(session, "READY", ready)
+        if intents & INTENT_GUILDS:
+            for guild in guilds:
+                await self._send_dispatch(session, "GUILD_CREATE", self.guild_json(guild.id))
+        session.ready = True
+        self._notify()
+        return True
+
+    async def _resume(self, connection: _GatewayConnection, data: Any) -> bool:
+        if not isinstance(data, dict):
+            await connection.close(4002, b"Error while decoding payload.")
+            return False
+        if not self._token_ok(data.get("token")):
+            await connection.close(4004, b"Authentication failed.")
+            return False
+        session = self._sessions.get(str(data.get("session_id")))
+        seq = data.get("seq")
+        oldest = session.backlog[0]["s"] if session is not None and session.backlog else 1
+        if (
+            session is None
+            or not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or seq < oldest - 1
+            or seq > session.seq
+        ):
+            # Not resumable: the client has to identify anew.
+            await connection.send({"op": 9, "d": False, "s": None, "t": None})
+            return True
+        previous = session.connection
+        async with session.lock:
+            session.connection = connection
+            connection.session = session
+            for event in session.backlog:
+                if event["s"] > seq:
+                    await connection.send(event)
+            session.seq += 1
+            resumed = {"op": 0, "t": "RESUMED", "s": session.seq, "d": {"_trace": ["fake"]}}
+            await connection.send(resumed)
+        if previous is not None and previous is not connection:
+            previous.session = None
+            await previous.close(4000, b"Session resumed elsewhere.")
+        self._notify()
+        return True
+
+    async def _send_dispatch(self, session: _GatewaySession, event: str, data: Any) -> None:
+        async with session.lock:
+            session.seq += 1
+            payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+            session.backlog.append(payload)
+            del session.backlog[:-_BACKLOG]
+            if session.connection is not None:
+                await session.connection.send(payload)
+
+    # ------------------------------------------------------------------ bot REST routes
+
+    def _bot_auth(self, request: web.Request) -> web.Response | None:
+        """Global rate limit, then ``Authorization: Bot <token>``."""
+        limited = self._check_global(self.clock(), {})
+        if limited is not None:
+            return limited
+        auth = request.headers.get("Authorization", "")
+        if self.bot_token is None or not secrets.compare_digest(
+            auth.encode(), f"Bot {self.bot_token}".encode()
+        ):
+            return _error(401, 0, "401: Unauthorized")
+        return None
+
+    async def _get_me(self, request: web.Request) -> web.Response:
+        return self._bot_auth(request) or _json_response(self._bot_user_private(), 200)
+
+    async def _get_application(self, request: web.Request) -> web.Response:
+        return self._bot_auth(request) or _json_response(self.application_json(), 200)
+
+    async def _get_gateway(self, request: web.Request) -> web.Response:
+        limited = self._check_global(self.clock(), {})
+        return limited or _json_response({"url": self.gateway_url}, 200)
+
+    async def _get_gateway_bot(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        limit = {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}
+        body = {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        return _json_response(body, 200)
+
+    def _command_scope(self, request: web.Request) -> int | web.Response | None:
+        if int(request.match_info["application_id"]) != self.application_id:
+            return _error(404, 10002, "Unknown Application")
+        raw_guild = request.match_info.get("guild_id")
+        if raw_guild is None:
+            return None
+        if int(raw_guild) not in self.guilds:
+            return _error(403, 50001, "Missing Access")
+        return int(raw_guild)
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        scope = self._command_scope(request)
+        if isinstance(scope, web.Response):
+            return scope
+        return _json_response(self.synced_commands(scope), 200)
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        scope = self._command_scope(request)
+        if isinstance(scope, web.Response):
+            return scope
+        try:
+            body, _ = await _read_body(request)
+        except _InvalidJSON:
+            return _error(400, 50109, "The request body contains invalid JSON.")
+        errors = _Errors()
+        if not isinstance(body, list):
+            errors.add((), "LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
+            return _form_error(errors, {})
+        if len(body) > 100:
+            errors.add((), "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+        seen: set[tuple[Any, Any]] = set()
+        for index, command in enumerate(body):
+            _check_command(errors, (index,), command)
+            if isinstance(command, dict):
+                key = (command.get("type", 1), command.get("name"))
+                if key in seen:
+                    errors.add(
+                        (index, "name"),
+                        "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                        f"Application command names must be unique: {key[1]}",
+                    )
+                seen.add(key)
+        if errors:
+            return _form_error(errors, {})
+        previous = {(c["type"], c["name"]): c for c in self._commands.get(scope, [])}
+        stored = []
+        for command in body:
+            out = copy.deepcopy(command)
+            out["type"] = command.get("type", 1)
+            permissions = command.get("default_member_permissions")
+            out["default_member_permissions"] = None if permissions is None else str(permissions)
+            out.setdefault("description", "")
+            out.setdefault("nsfw", False)
+            out.setdefault("name_localizations", None)
+            out.setdefault("description_localizations", None)
+            if out.get("integration_types") is None:
+                out["integration_types"] = [0]
+            out.setdefault("contexts", None)
+            out["application_id"] = str(self.application_id)
+            if scope is not None:
+                out["guild_id"] = str(scope)
+            # Overwriting keeps a command's id; its version changes only when it changed.
+            before = previous.get((out["type"], out["name"]))
+            if before is None:
+                out["id"] = out["version"] = str(self.next_snowflake())
+            else:
+                unchanged = {k: v for k, v in before.items() if k not in ("id", "version")} == out
+                out["id"] = before["id"]
+                out["version"] = before["version"] if unchanged else str(self.next_snowflake())
+            stored.append(out)
+        self._commands[scope] = stored
+        self._notify()
+        return _json_response(copy.deepcopy(stored), 200)
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        channel_id = int(request.match_info["channel_id"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        return _json_response(self.channel_json(channel_id), 200)
+
+    async def _get_guild(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        guild_id = int(request.match_info["guild_id"])
+        if guild_id not in self.guilds:
+            return _error(404, 10004, "Unknown Guild")
+        data = self.guild_json(guild_id, gateway=False)
+        if _parse_bool(request.query.get("with_counts", "false")):
+            guild = self.guilds[guild_id]
+            data["approximate_member_count"] = len(
+                {self.bot_user_id, guild.owner_id, *guild.members}
+            )
+            data["approximate_presence_count"] = 1
+        return _json_response(data, 200)
+
+    async def _get_guild_channels(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        guild_id = int(request.match_info["guild_id"])
+        if guild_id not in self.guilds:
+            return _error(404, 10004, "Unknown Guild")
+        channels = [
+            self.channel_json(c.id)
+            for c in self.channels.values()
+            if c.guild_id == guild_id and not c.is_thread
+        ]
+        return _json_response(channels, 200)
+
+    def _webhook_channel_check(self, channel: FakeChannel) -> web.Response | None:
+        """403 when the bot may not manage this channel's webhooks."""
+        if self._webhook_channel(channel).manage_webhooks_denied:
+            return _error(403, 50013, "Missing Permissions")
+        return None
+
+    async def _list_channel_webhooks(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        channel = self.channels.get(int(request.match_info["channel_id"]))
+        if channel is None:
+            return _error(404, 10003, "Unknown Channel")
+        forbidden = self._webhook_channel_check(channel)
+        if forbidden is not None:
+            return forbidden
+        hooks = [
+            self.webhook_json(h.id)
+            for h in self.webhooks.values()
+            if h.channel_id == channel.id and not h.deleted
+        ]
+        return _json_response(hooks, 200)
+
+    async def _create_channel_webhook(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        channel = self.channels.get(int(request.match_info["channel_id"]))
+        if channel is None:
+            return _error(404, 10003, "Unknown Channel")
+        if channel.type not in _WEBHOOK_CHANNEL_TYPES:
+            return _error(400, 50024, "Cannot execute action on this channel type")
+        forbidden = self._webhook_channel_check(channel)
+        if forbidden is not None:
+            return forbidden
+        try:
+            body, _ = await _read_body(request)
+        except _InvalidJSON:
+            return _error(400, 50109, "The request body contains invalid JSON.")
+        errors = _Errors()
+        if not isinstance(body, dict):
+            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            return _form_error(errors, {})
+        name = body.get("name")
+        valid = _check_string(errors, ("name",), name, min_len=1, max_len=80, required=True)
+        if valid and isinstance(name, str):
+            for word in ("discord", "clyde"):
+                if word in name.lower():
+                    errors.add(
+                        ("name",), "USERNAME_INVALID_CONTAINS", f'Username cannot contain "{word}"'
+                    )
+        avatar = body.get("avatar")
+        if avatar is not None and (
+            not isinstance(avatar, str) or not avatar.startswith("data:image/")
+        ):
+            errors.add(("avatar",), "IMAGE_INVALID", "Invalid image data")
+        if errors:
+            return _form_error(errors, {})
+        existing = [
+            h for h in self.webhooks.values() if h.channel_id == channel.id and not h.deleted
+        ]
+        if len(existing) >= self.max_webhooks_per_channel:
+            limit = self.max_webhooks_per_channel
+            return _error(400, 30007, f"Maximum number of webhooks reached ({limit})")
+        webhook_id, _token = self.add_webhook(channel.id, name=str(name))
+        hook = self.webhooks[webhook_id]
+        hook.application_id = self.application_id
+        hook.creator_id = self.bot_user_id
+        if avatar is not None:
+            hook.avatar = hashlib.md5(avatar.encode(), usedforsecurity=False).hexdigest()
+        if hook.guild_id is not None:
+            update = {"guild_id": str(hook.guild_id), "channel_id": str(channel.id)}
+            await self.dispatch("WEBHOOKS_UPDATE", update)
+        self._notify()
+        return _json_response(self.webhook_json(webhook_id), 200)
+
+    async def _get_webhook_bot(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        hook = self.webhooks.get(int(request.match_info["webhook_id"]))
+        if hook is None or hook.deleted:
+            return _error(404, 10015, "Unknown Webhook")
+        channel = self.channels.get(hook.channel_id)
+        forbidden = None if channel is None else self._webhook_channel_check(channel)
+        return forbidden or _json_response(self.webhook_json(hook.id), 200)
+
+    async def _delete_webhook_bot(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        hook = self.webhooks.get(int(request.match_info["webhook_id"]))
+        if hook is None or hook.deleted:
+            return _error(404, 10015, "Unknown Webhook")
+        channel = self.channels.get(hook.channel_id)
+        forbidden = None if channel is None else self._webhook_channel_check(channel)
+        if forbidden is not None:
+            return forbidden
+        return await self._remove_webhook(hook)
+
+    async def _delete_webhook_with_token(self, request: web.Request) -> web.Response:
+        if not self.allow_webhook_delete_with_token:
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        limited = self._check_global(self.clock(), {})
+        if limited is not None:
+            return limited
+        hook = self.webhooks.get(int(request.match_info["webhook_id"]))
+        if hook is None or hook.deleted:
+            return _error(404, 10015, "Unknown Webhook")
+        if not secrets.compare_digest(hook.token.encode(), request.match_info["token"].encode()):
+            return _error(401, 50027, "Invalid Webhook Token")
+        return await self._remove_webhook(hook)
+
+    async def _remove_webhook(self, hook: FakeWebhook) -> web.Response:
+        hook.deleted = True
+        if hook.guild_id is not None:
+            update = {"guild_id": str(hook.guild_id), "channel_id": str(hook.channel_id)}
+            await self.dispatch("WEBHOOKS_UPDATE", update)
+        self._notify()
+        return web.Response(status=204)
+
+    # ------------------------------------------------------------------ interaction routes
+    # Interaction endpoints are not subject to the global rate limit (as on Discord).
+
+    def _record_reply(
+        self,
+        interaction: FakeInteraction,
+        kind: str,
+        callback_type: int | None,
+        body: Any,
+        response: web.Response,
+        now: float,
+        message_id: int | None = None,
+    ) -> web.Response:
+        interaction.responses.append(
+            InteractionReply(
+                kind=kind,
+                status=response.status,
+                type=callback_type,
+                body=body,
+                at=now,
+                elapsed=now - interaction.created_at,
+                message_id=message_id,
+            )
+        )
+        self._notify()
+        return response
+
+    async def _interaction_callback(self, request: web.Request) -> web.Response:
+        now = self.clock()
+        interaction = self.interactions.get(int(request.match_info["interaction_id"]))
+        token = request.match_info["token"]
+        if interaction is None or not secrets.compare_digest(
+            interaction.token.encode(), token.encode()
+        ):
+            return _error(404, 10062, "Unknown interaction")
+        try:
+            body, files = await _read_body(request)
+        except _InvalidJSON:
+            response = _error(400, 50109, "The request body contains invalid JSON.")
+            return self._record_reply(interaction, "callback", None, None, response, now)
+        raw_type = body.get("type") if isinstance(body, dict) else None
+        callback_type = raw_type if isinstance(raw_type, int) else None
+
+        def reply(response: web.Response, message_id: int | None = None) -> web.Response:
+            return self._record_reply(
+                interaction, "callback", callback_type, body, response, now, message_id
+            )
+
+        if interaction.acknowledged:
+            return reply(_error(400, 40060, "Interaction has already been acknowledged."))
+        if now - interaction.created_at > self.interaction_deadline:
+            return reply(_error(404, 10062, "Unknown interaction"))
+        errors = _Errors()
+        with_response = _parse_bool(request.query.get("with_response", "false"))
+        if with_response is None:
+            value = request.query["with_response"]
+            errors.add(("with_response",), "BOOLEAN_TYPE_COERCE", f'Value "{value}" is not bool.')
+        if not isinstance(body, dict):
+            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            return reply(_form_error(errors, {}))
+        allowed = (4, 5, 9) if interaction.type == 2 else (8,)
+        if callback_type not in allowed or isinstance(raw_type, bool):
+            errors.add(("type",), "BASE_TYPE_CHOICES", f"Value must be one of {set(allowed)}.")
+        data = body.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            errors.add(
+                ("data",), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+            )
+            data = {}
+        if callback_type in (4, 5):
+            sub = _Errors()
+            _validate_payload(data, sub)
+            if sub.tree:
+                errors.tree.setdefault("data", {}).update(sub.tree)
+        elif callback_type == 8:
+            _validate_choices(errors, data.get("choices"))
+        elif callback_type == 9:
+            for key in ("custom_id", "title"):
+                _check_string(errors, ("data", key), data.get(key), max_len=100, required=True)
+            if not isinstance(data.get("components"), list):
+                errors.add(("data", "components"), "BASE_TYPE_REQUIRED", "This field is required")
+        if errors:
+            return reply(_form_error(errors, {}))
+        if callback_type == 4 and _is_empty(data, files):
+            return reply(_error(400, 50006, "Cannot send an empty message"))
+
+        assert callback_type is not None
+        interaction.response_type = callback_type
+        flags = data.get("flags") or 0
+        message: InteractionMessage | None = None
+        if callback_type == 4:
+            message = InteractionMessage(
+                id=self.next_snowflake(),
+                channel_id=interaction.channel_id,
+                original=True,
+                content=data.get("content") or "",
+                embeds=[dict(e) for e in data.get("embeds") or []],
+                components=list(data.get("components") or []),
+                flags=flags & INTERACTION_SETTABLE_FLAGS,
+                created_at=self.wall_clock(),
+                body=data,
+            )
+        elif callback_type == 5:
+            message = InteractionMessage(
+                id=self.next_snowflake(),
+                channel_id=interaction.channel_id,
+                original=True,
+                flags=LOADING | (flags & EPHEMERAL),
+                created_at=self.wall_clock(),
+                body=data,
+            )
+        elif callback_type == 8:
+            interaction.choices = copy.deepcopy(data["choices"])
+        interaction.original = message
+        if not with_response:
+            response = web.Response(status=204)
+        else:
+            summary: dict[str, Any] = {"id": str(interaction.id), "type": interaction.type}
+            resource: dict[str, Any] = {"type": callback_type}
+            if message is not None:
+                summary.update(
+                    response_message_id=str(message.id),
+                    response_message_loading=message.loading,
+                    response_message_ephemeral=message.ephemeral,
+                )
+                resource["message"] = self._interaction_message_json(interaction, message)
+            response = _json_response({"interaction": summary, "resource": resource}, 200)
+        return reply(response, None if message is None else message.id)
+
+    def _token_expired(self, interaction: FakeInteraction, now: float) -> bool:
+        return now - interaction.created_at > self.interaction_token_lifetime
+
+    async def _interaction_followup(
+        self, request: web.Request, interaction: FakeInteraction
+    ) -> web.Response:
+        now = self.clock()
+        body: Any = None
+
+        def reply(response: web.Response, message_id: int | None = None) -> web.Response:
+            return self._record_reply(
+                interaction, "followup", None, body, response, now, message_id
+            )
+
+        if self._token_expired(interaction, now):
+            return reply(_error(401, 50027, "Invalid Webhook Token"))
+        if not interaction.acknowledged:
+            return reply(_error(404, 10015, "Unknown Webhook"))
+        try:
+            body, files = await _read_body(request)
+        except _InvalidJSON:
+            return reply(_error(400, 50109, "The request body contains invalid JSON."))
+        errors = _Errors()
+        wait = _parse_bool(request.query.get("wait", "false"))
+        if wait is None:
+            value = request.query["wait"]
+            errors.add(("wait",), "BOOLEAN_TYPE_COERCE", f'Value "{value}" is not bool.')
+        if not isinstance(body, dict):
+            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            return reply(_form_error(errors, {}))
+        _validate_payload(body, errors)
+        if errors:
+            return reply(_form_error(errors, {}))
+        if _is_empty(body, files):
+            return reply(_error(400, 50006, "Cannot send an empty message"))
+        flags = (body.get("flags") or 0) & INTERACTION_SETTABLE_FLAGS
+        original = interaction.original
+        if original is not None and original.loading and not original.deleted:
+            # The first followup after a deferral fills the "thinking" message; its
+            # ephemerality is the deferral's.
+            message = original
+            message.flags = (original.flags & EPHEMERAL) | (flags & ~EPHEMERAL)
+        else:
+            message = InteractionMessage(
+                id=self.next_snowflake(),
+                channel_id=interaction.channel_id,
+                original=False,
+                flags=flags,
+                created_at=self.wall_clock(),
+            )
+            interaction.followups.append(message)
+        message.content = body.get("content") or ""
+        message.embeds = [dict(e) for e in body.get("embeds") or []]
+        message.components = list(body.get("components") or [])
+        message.body = body
+        if wait:
+            response = _json_response(self._interaction_message_json(interaction, message), 200)
+        else:
+            response = web.Response(status=204)
+        return reply(response, message.id)
+
+    async def _webhook_message(self, request: web.Request) -> web.Response:
+        """``GET/PATCH/DELETE /webhooks/{app_id}/{token}/messages/{id|@original}`` for
+        interactions. (Editing messages of ordinary webhooks is not implemented: 404.)"""
+        interaction = self._interaction_for(
+            int(request.match_info["webhook_id"]), request.match_info["token"]
+        )
+        if interaction is None:
+            raise web.HTTPNotFound()
+        now = self.clock()
+        kind = {"GET": "get", "PATCH": "edit", "DELETE": "delete"}[request.method]
+        body: Any = None
+
+        def reply(response: web.Response, message_id: int | None = None) -> web.Response:
+            return self._record_reply(interaction, kind, None, body, response, now, message_id)
+
+        if self._token_expired(interaction, now):
+            return reply(_error(401, 50027, "Invalid Webhook Token"))
+        wanted = request.match_info["message_id"]
+        message = None
+        for candidate in [interaction.original, *interaction.followups]:
+            if candidate is None or candidate.deleted:
+                continue
+            if (wanted == "@original" and candidate.original) or wanted == str(candidate.id):
+                message = candidate
+        if message is None:
+            return reply(_error(404, 10008, "Unknown Message"))
+        if request.method == "GET":
+            return reply(
+                _json_response(self._interaction_message_json(interaction, message), 200),
+                message.id,
+            )
+        if request.method == "DELETE":
+            message.deleted = True
+            return reply(web.Response(status=204), message.id)
+        try:
+            body, files = await _read_body(request)
+        except _InvalidJSON:
+            return reply(_error(400, 50109, "The request body contains invalid JSON."))
+        errors = _Errors()
+        if not isinstance(body, dict):
+            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            return reply(_form_error(errors, {}))
+        _validate_payload(body, errors)
+        if errors:
+            return reply(_form_error(errors, {}))
+        content = (body.get("content") or "") if "content" in body else message.content
+        embeds = [dict(e) for e in body.get("embeds") or []] if "embeds" in body else message.embeds
+        components = (
+            list(body.get("components") or []) if "components" in body else message.components
+        )
+        merged = {"content": content, "embeds": embeds, "components": components}
+        if _is_empty(merged, files):
+            return reply(_error(400, 50006, "Cannot send an empty message"))
+        if not message.loading:
+            message.edited_at = self.wall_clock()
+        message.content, message.embeds, message.components = content, embeds, components
+        flags = message.flags & ~LOADING
+        if isinstance(body.get("flags"), int):
+            flags = (flags & ~SUPPRESS_EMBEDS) | (body["flags"] & SUPPRESS_EMBEDS)
+        message.flags = flags
+        message.body = body
+        return reply(
+            _json_response(self._interaction_message_json(interaction, message), 200), message.id
+        )
+
     # ------------------------------------------------------------------ routes
 
     async def _execute_webhook(self, request: web.Request) -> web.StreamResponse:
         webhook_id = int(request.match_info["webhook_id"])
+        interaction = self._interaction_for(webhook_id, request.match_info["token"])
+        if interaction is not None:  # a followup message (faults do not apply)
+            return await self._interaction_followup(request, interaction)
         hang = self._take_fault(("hang",), webhook_id)
         if hang is not None and not hang.store_first:
             await self._pause(hang.seconds)
@@ -1191,3 +3169,147 @@ def _mentions(content: str, allowed: dict[str, Any] | None) -> tuple[bool, list[
 
 def _unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
+
+
+def _effective(permissions: int, *, owner: bool) -> int:
+    """Owners and administrators have every permission."""
+    if owner or permissions & ADMINISTRATOR:
+        return ALL_PERMISSIONS
+    return permissions
+
+
+def _may_use(command: Mapping[str, Any], permissions: int) -> bool:
+    """Whether Discord shows the command to a member (``default_member_permissions``)."""
+    raw = command.get("default_member_permissions")
+    if raw is None:
+        return True
+    required = int(raw)
+    if permissions & ADMINISTRATOR:
+        return True
+    return required != 0 and permissions & required == required
+
+
+def _is_empty(body: Mapping[str, Any], files: list[tuple[str, int, str]]) -> bool:
+    content = body.get("content") or ""
+    return not (
+        content.strip() or body.get("embeds") or body.get("components") or body.get("poll") or files
+    )
+
+
+def _redact(payload: Any) -> Any:
+    if isinstance(payload, dict) and isinstance(payload.get("d"), dict) and "token" in payload["d"]:
+        return {**payload, "d": {**payload["d"], "token": ":token"}}
+    return payload
+
+
+def _validate_choices(errors: _Errors, choices: Any) -> None:
+    path: tuple[str | int, ...] = ("data", "choices")
+    if choices is None:
+        errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return
+    if not _check_list(errors, path, choices, 25):
+        return
+    for index, choice in enumerate(choices):
+        if not _check_dict(errors, (*path, index), choice):
+            continue
+        _check_string(
+            errors, (*path, index, "name"), choice.get("name"), min_len=1, max_len=100,
+            required=True,
+        )  # fmt: skip
+        value = choice.get("value")
+        if isinstance(value, str):
+            _check_string(errors, (*path, index, "value"), value, max_len=100)
+        elif not isinstance(value, int | float) or isinstance(value, bool):
+            errors.add((*path, index, "value"), "BASE_TYPE_REQUIRED", "This field is required")
+
+
+def _check_name(errors: _Errors, path: tuple[str | int, ...], name: Any, lower: bool) -> None:
+    if (
+        not isinstance(name, str)
+        or not _COMMAND_NAME.match(name)
+        or (lower and name != name.lower())
+    ):
+        errors.add((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+
+
+def _check_command(errors: _Errors, path: tuple[str | int, ...], command: Any) -> None:
+    """Discord's main checks of an application command in a bulk overwrite."""
+    if not _check_dict(errors, path, command):
+        return
+    kind = command.get("type", 1)
+    if kind not in (1, 2, 3, 4):
+        errors.add((*path, "type"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4}.")
+    _check_name(errors, path, command.get("name"), lower=kind == 1)
+    if kind == 1:
+        _check_string(
+            errors, (*path, "description"), command.get("description"), min_len=1,
+            max_len=100, required=True,
+        )  # fmt: skip
+        _check_options(errors, (*path, "options"), command.get("options"), depth=0)
+    elif command.get("options"):
+        errors.add((*path, "options"), "BASE_TYPE_MAX_LENGTH", "Must be 0 or fewer in length.")
+
+
+def _check_options(errors: _Errors, path: tuple[str | int, ...], options: Any, depth: int) -> None:
+    if options is None or not _check_list(errors, path, options, 25):
+        return
+    names: set[Any] = set()
+    optional_seen = False
+    kinds: set[bool] = set()
+    for index, option in enumerate(options):
+        here = (*path, index)
+        if not _check_dict(errors, here, option):
+            continue
+        kind = option.get("type")
+        if not isinstance(kind, int) or isinstance(kind, bool) or not 1 <= kind <= 11:
+            errors.add((*here, "type"), "BASE_TYPE_CHOICES", "Value must be one of 1 to 11.")
+            continue
+        name = option.get("name")
+        _check_name(errors, here, name, lower=True)
+        if name in names:
+            errors.add(
+                (*here, "name"), "APPLICATION_COMMAND_OPTION_NAME_ALREADY_EXISTS", "Duplicate name"
+            )
+        names.add(name)
+        _check_string(
+            errors, (*here, "description"), option.get("description"), min_len=1, max_len=100,
+            required=True,
+        )  # fmt: skip
+        is_sub = kind in (1, 2)
+        kinds.add(is_sub)
+        if is_sub:
+            if (kind == 2 and depth > 0) or depth > 1:
+                errors.add(
+                    (*here, "type"),
+                    "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
+                    "Sub-command groups and sub-commands cannot be nested this deep",
+                )
+            _check_options(errors, (*here, "options"), option.get("options"), depth + 1)
+            continue
+        if option.get("required"):
+            if optional_seen:
+                errors.add(
+                    path,
+                    "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                    "Required options must be placed before non-required options",
+                )
+        else:
+            optional_seen = True
+        choices = option.get("choices")
+        if (
+            choices is not None
+            and _check_list(errors, (*here, "choices"), choices, 25)
+            and option.get("autocomplete")
+            and choices
+        ):
+            errors.add(
+                (*here, "autocomplete"),
+                "APPLICATION_COMMAND_OPTION_AUTOCOMPLETE_CHOICES",
+                "Autocomplete cannot be set if choices are present",
+            )
+    if len(kinds) > 1:
+        errors.add(
+            path,
+            "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+            "Sub-commands cannot be mixed with other option types",
+        )
