@@ -297,6 +297,7 @@ async def test_killed_between_discord_accepting_and_the_commit(
         extra = [
             "[discord]",
             f'api_base = "{fake.api_base}"',
+            f'gateway_url = "{fake.gateway_url}"',
             f'token = "{"bot-token" if with_bot_token else ""}"',
             "[[feeds]]",
             f'url = "{feed_server.url("/f.xml")}"',
