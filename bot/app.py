@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -99,8 +100,16 @@ def config_feeds(config: Config) -> list[ConfigFeed]:
 class App:
     """The running relay: poller on a timer, until :meth:`stop`."""
 
-    def __init__(self, config: Config, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock = utcnow,
+        bot_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.config = config
+        # Extra discord.py Client options (tests shorten guild_ready_timeout).
+        self.bot_options = dict(bot_options or {})
         self.clock = clock
         self.db = Database(config.database.url)
         self.store = Store(self.db)
@@ -177,7 +186,7 @@ class App:
             send_now=self.deliverer.send_now,
             clock=self.clock,
         )
-        self.bot = FeedhookBot(services, guild_ids=discord_config.guild_ids)
+        self.bot = FeedhookBot(services, guild_ids=discord_config.guild_ids, **self.bot_options)
         try:
             await self.bot.login(discord_config.token)
         except discord.LoginFailure:
@@ -195,11 +204,16 @@ class App:
     async def stop(self) -> None:
         if self.bot is not None:
             await self.bot.close()
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            # No new ticks; the ones running finish inside the stops below (shutting
+            # the scheduler down first would cancel them halfway through a query).
+            self.scheduler.pause()
         # Both stop claiming at once; requests in flight get the grace period.
         await asyncio.gather(
             self.poller.stop(grace=STOP_TIMEOUT - 3), self.deliverer.stop(grace=STOP_TIMEOUT - 3)
         )
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.fetcher.close()
         await self.deliverer.close()
         await self.db.dispose()

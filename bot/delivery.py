@@ -316,6 +316,19 @@ class Deliverer:
                 lease=timedelta(seconds=self.settings.lease),
                 exclude=self._in_flight.keys(),
             )
+            if self._stopping:
+                # Stopped while claiming: nothing was sent now, so back to the queue
+                # as they were (rows already in doubt stay in doubt).
+                entries = [entry for job in jobs for entry in job.entries]
+                for doubt in (False, True):
+                    await self.store.reschedule(
+                        [e.id for e in entries if e.in_doubt == doubt],
+                        at=self.clock(),
+                        error=None,
+                        count_attempt=False,
+                        in_doubt=doubt,
+                    )
+                break
             if not jobs:
                 break
             for job in jobs:

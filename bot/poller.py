@@ -190,7 +190,9 @@ class Poller:
                 lease=timedelta(seconds=self.settings.claim_lease),
                 exclude=self._in_flight.keys(),
             )
-            if not due:
+            if not due or self._stopping:
+                # Stopped while claiming: leave these; the claims lapse (SQLite
+                # releases them at the next start).
                 break
             for source in due:
                 task = asyncio.create_task(self._poll_and_log(source), name=f"poll-{source.id}")

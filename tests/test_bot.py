@@ -1,0 +1,281 @@
+"""The real feedhook bot (discord.py) against the fake Discord, end to end:
+it connects, syncs /feed, answers interactions as Discord sends them, and the
+subscriptions it makes deliver new items through webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+
+from bot.app import App
+from bot.config import Config
+from tests.conftest import Doc, FeedServer
+from tests.fakes.fake_discord import MANAGE_WEBHOOKS, VIEW_CHANNEL, FakeDiscord
+from tests.test_poller import rss
+
+TOKEN = "fake-bot-token"
+GUILD, OTHER_GUILD = 910_000_000_000_000_001, 920_000_000_000_000_001
+NEWS, FORUM, FULL = 910_000_000_000_000_010, 910_000_000_000_000_012, 910_000_000_000_000_013
+OTHER_CHANNEL = 920_000_000_000_000_010
+ADMIN, GUEST, OTHER_ADMIN = (
+    930_000_000_000_000_001,
+    930_000_000_000_000_002,
+    930_000_000_000_000_003,
+)
+
+
+@dataclass
+class World:
+    fake: FakeDiscord
+    app: App
+    feeds: FeedServer
+
+    async def run(
+        self,
+        subcommand: str,
+        *,
+        user: int = ADMIN,
+        guild: int = GUILD,
+        at: int = NEWS,
+        **options: Any,
+    ) -> str:
+        """Invoke ``/feed subcommand`` from channel ``at``; the text the user finally sees."""
+        interaction = await self.fake.invoke(guild, at, user, "feed", subcommand, options)
+        message = await interaction.wait_for_response(within=10)
+        assert message.ephemeral, "feed commands answer only the person who asked"
+        return message.content
+
+    async def reply(self, subcommand: str, **options: Any) -> Any:
+        interaction = await self.fake.invoke(GUILD, NEWS, ADMIN, "feed", subcommand, options)
+        return await interaction.wait_for_response(within=10)
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[World]:
+    # The bot points discord.py at the fake (class attributes): put them back afterwards.
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    async with FakeDiscord(bot_token=TOKEN, webhook_limit=None, channel_limit=None) as fake:
+        fake.add_guild(GUILD, name="Harbour")
+        fake.add_channel(NEWS, guild_id=GUILD, name="news")
+        fake.add_channel(FORUM, guild_id=GUILD, name="articles", type=15)
+        fake.add_channel(FULL, guild_id=GUILD, name="full")
+        fake.add_member(GUILD, ADMIN, permissions=MANAGE_WEBHOOKS | VIEW_CHANNEL)
+        fake.add_member(GUILD, GUEST, permissions=VIEW_CHANNEL)
+        fake.add_guild(OTHER_GUILD, name="Elsewhere")
+        fake.add_channel(OTHER_CHANNEL, guild_id=OTHER_GUILD, name="general")
+        fake.add_member(OTHER_GUILD, OTHER_ADMIN, permissions=MANAGE_WEBHOOKS | VIEW_CHANNEL)
+        config = Config.model_validate(
+            {
+                "discord": {
+                    "token": TOKEN,
+                    "api_base": fake.api_base,
+                    "gateway_url": fake.gateway_url,
+                    "guild_ids": [GUILD, OTHER_GUILD],
+                    "max_subscriptions_per_guild": 3,
+                },
+                "database": {"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+                "polling": {
+                    "interval": 0.5,
+                    "min_interval": 0.5,
+                    "jitter": 0,
+                    "allowed_hosts": ["127.0.0.1"],
+                    "timeout": 5,
+                },
+                "logging": {"level": "DEBUG"},
+            }
+        )
+        app = App(config, bot_options={"guild_ready_timeout": 0.1})
+        await app.start()
+        try:
+            await fake.wait_until_connected(within=10)
+            async with asyncio.timeout(10):
+                while not (fake.synced_commands(GUILD) and fake.synced_commands(OTHER_GUILD)):
+                    await asyncio.sleep(0.05)
+            yield World(fake, app, feed_server)
+        finally:
+            await app.stop()
+        assert fake.internal_errors == []
+
+
+def feed_url(world: World, path: str = "/f.xml") -> str:
+    return world.feeds.url(path)
+
+
+async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) -> None:
+    (feed,) = world.fake.synced_commands(GUILD)
+    assert feed["name"] == "feed"
+    assert int(feed["default_member_permissions"]) == MANAGE_WEBHOOKS
+    assert feed.get("dm_permission") is False or feed.get("contexts") == [0]
+    names = {option["name"] for option in feed["options"]}
+    assert names == {"add", "list", "remove", "pause", "resume", "test", "preview", "status"}
+
+
+async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("b", "Second"), ("a", "First")], title="Harbour News"))
+    message = await world.reply("add", url=feed_url(world), backfill=0)
+    assert "Subscribed <#%d> to **Harbour News**" % NEWS in message.content
+    assert "2 items in the feed" in message.content
+    assert [e["title"] for e in message.embeds] == ["Second"]  # the preview
+    hooks = [h for h in world.fake.webhooks.values() if h.channel_id == NEWS]
+    assert len(hooks) == 1  # the bot made its webhook
+    await asyncio.sleep(1.5)  # first poll: what is there counts as seen
+    assert world.fake.messages(channel_id=NEWS) == []
+    world.feeds.docs["/f.xml"] = Doc(
+        rss([("c", "Third"), ("b", "Second"), ("a", "First")], title="Harbour News")
+    )
+    (posted,) = await world.fake.wait_for_messages(1, channel_id=NEWS, within=10)
+    assert posted.embeds[0]["title"] == "Third"
+    assert posted.username == "Harbour News"
+    assert posted.allowed_mentions == {"parse": []}
+    # A second subscription in the same channel reuses the bot's webhook.
+    world.feeds.docs["/g.xml"] = Doc(rss([("x", "X")], title="Other"))
+    assert "Subscribed" in await world.run("add", url=feed_url(world, "/g.xml"))
+    assert len([h for h in world.fake.webhooks.values() if h.channel_id == NEWS]) == 1
+    listing = await world.run("list")
+    assert "**Harbour News** → <#%d> · ok" % NEWS in listing
+    assert "**Other**" in listing
+
+
+async def test_manage_subscriptions_with_autocomplete(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "Only story")], title="Cat News"))
+    await world.run("add", url=feed_url(world))
+    choices = await world.fake.autocomplete(
+        GUILD, NEWS, ADMIN, "feed", "pause", focused="subscription", value="cat"
+    )
+    assert [c["name"] for c in choices] == ["#1 Cat News"]
+    sub = choices[0]["value"]
+    assert "Paused **Cat News**" in await world.run("pause", subscription=sub)
+    assert "· paused" in await world.run("list")
+    assert "Resumed **Cat News**" in await world.run("resume", subscription=sub)
+    await asyncio.sleep(1.0)  # let the first poll store the feed's items
+    assert "Posted the newest item" in await world.run("test", subscription=sub)
+    (posted,) = await world.fake.wait_for_messages(1, channel_id=NEWS)
+    assert posted.embeds[0]["title"] == "Only story"
+    assert "Removed **Cat News**" in await world.run("remove", subscription=sub)
+    assert "No feed subscriptions yet" in await world.run("list")
+    assert "No such subscription" in await world.run("remove", subscription=sub)
+
+
+async def test_preview_stores_nothing_and_errors_are_one_clear_answer(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "Headline")], title="Daily"))
+    world.feeds.docs["/page.html"] = Doc(
+        b"<html><body>no feed</body></html>", content_type="text/html"
+    )
+    message = await world.reply("preview", url=feed_url(world))
+    assert "**Daily** (1 items)" in message.content
+    assert [e["title"] for e in message.embeds] == ["Headline"]
+    assert "No feed subscriptions yet" in await world.run("list")
+    assert "not a feed feedhook can read" in await world.run(
+        "add", url=feed_url(world, "/page.html")
+    )
+    assert "could not be fetched: HTTP 404" in await world.run(
+        "add", url=feed_url(world, "/missing.xml")
+    )
+    assert "refuses that address" in await world.run("preview", url="http://localhost:9/feed")
+    assert "is not a feed URL" in await world.run("add", url="just words")
+
+
+async def test_a_member_without_manage_webhooks_is_refused(world: World) -> None:
+    # Discord hides the command from them; a server admin can still grant it to a role
+    # in Server Settings > Integrations, so the command checks for itself.
+    with pytest.raises(PermissionError):
+        await world.fake.invoke(GUILD, NEWS, GUEST, "feed", "list", {})
+    for command in world.fake._commands[GUILD]:
+        command["default_member_permissions"] = None
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    for subcommand, options in (("list", {}), ("add", {"url": feed_url(world)}), ("status", {})):
+        text = await world.run(subcommand, user=GUEST, **options)
+        assert text == "You need the **Manage Webhooks** permission to manage feeds."
+    assert world.fake.webhooks == {}
+    assert (
+        await world.fake.autocomplete(GUILD, NEWS, GUEST, "feed", "remove", focused="subscription")
+        == []
+    )
+
+
+async def test_servers_see_and_touch_only_their_own(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")], title="Private Feed"))
+    await world.run("add", url=feed_url(world))
+    elsewhere = {"user": OTHER_ADMIN, "guild": OTHER_GUILD, "at": OTHER_CHANNEL}
+    assert "No feed subscriptions yet" in await world.run("list", **elsewhere)
+    assert (
+        await world.fake.autocomplete(
+            OTHER_GUILD, OTHER_CHANNEL, OTHER_ADMIN, "feed", "remove", focused="subscription"
+        )
+        == []
+    )
+    for subcommand in ("remove", "pause", "test"):
+        text = await world.run(subcommand, subscription="1", **elsewhere)
+        assert "No such subscription on this server" in text
+    assert "· ok" in await world.run("list")
+    status = await world.run("status", **elsewhere)
+    assert status.startswith("**0** subscriptions")
+
+
+async def test_channel_problems_are_explained(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    world.fake.deny_manage_webhooks(NEWS)
+    text = await world.run("add", url=feed_url(world))
+    assert "I need the **Manage Webhooks** permission in <#%d>" % NEWS in text
+    for n in range(15):
+        world.fake.add_webhook(FULL, guild_id=GUILD, name=f"other {n}")
+    text = await world.run("add", url=feed_url(world), channel=FULL)
+    assert "already has 15 webhooks" in text
+    assert "No feed subscriptions yet" in await world.run("list")
+
+
+async def test_the_server_limit(world: World) -> None:
+    for name in "abcd":
+        world.feeds.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
+    assert "Subscribed" in await world.run("add", url=feed_url(world, "/a.xml"))
+    assert "already gets **Feed a**" in await world.run("add", url=feed_url(world, "/a.xml"))
+    for name in "bc":
+        assert "Subscribed" in await world.run("add", url=feed_url(world, f"/{name}.xml"))
+    text = await world.run("add", url=feed_url(world, "/d.xml"))
+    assert "already has 3 feed subscriptions" in text
+
+
+async def test_a_forum_gets_one_post_per_item_titled_by_the_item(world: World) -> None:
+    world.feeds.docs["/f.xml"] = Doc(rss([("a", "Old")], title="Articles"))
+    assert "Subscribed <#%d>" % FORUM in await world.run("add", url=feed_url(world), channel=FORUM)
+    await asyncio.sleep(1.5)
+    world.feeds.docs["/f.xml"] = Doc(rss([("b", "Fresh article"), ("a", "Old")], title="Articles"))
+    (posted,) = await world.fake.wait_for_messages(1, channel_id=FORUM, within=10)
+    assert posted.thread_name == "Fresh article"
+
+
+async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: World) -> None:
+    for name in "abc":
+        world.feeds.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
+    await world.run("add", url=feed_url(world, "/a.xml"))
+    await world.run("add", url=feed_url(world, "/b.xml"), channel=FORUM)
+    await world.fake.delete_channel(NEWS)
+    # From here on, commands come from a channel that still exists.
+    (hook,) = [h for h in world.fake.webhooks.values() if h.channel_id == FORUM]
+    world.fake.delete_webhook(hook.id)
+    await world.fake.dispatch("WEBHOOKS_UPDATE", {"guild_id": str(GUILD), "channel_id": str(FORUM)})
+    async with asyncio.timeout(10):
+        while True:
+            listing = await world.run("list", at=FULL, channel=FORUM)
+            if "disabled" in listing:
+                break
+            await asyncio.sleep(0.1)
+    assert "disabled: its webhook was deleted" in listing
+    full = await world.run("list", at=FULL)
+    assert "**Feed a** → <#%d> · disabled: the channel was deleted" % NEWS in full
+    status = await world.run("status", at=FULL)
+    assert "2 disabled" in status
+    await world.fake.remove_guild(OTHER_GUILD)
