@@ -126,7 +126,7 @@ async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) 
 async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("b", "Second"), ("a", "First")], title="Harbour News"))
     message = await world.reply("add", url=feed_url(world), backfill=0)
-    assert "Subscribed <#%d> to **Harbour News**" % NEWS in message.content
+    assert f"Subscribed <#{NEWS}> to **Harbour News**" in message.content
     assert "2 items in the feed" in message.content
     assert [e["title"] for e in message.embeds] == ["Second"]  # the preview
     hooks = [h for h in world.fake.webhooks.values() if h.channel_id == NEWS]
@@ -145,7 +145,7 @@ async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     assert "Subscribed" in await world.run("add", url=feed_url(world, "/g.xml"))
     assert len([h for h in world.fake.webhooks.values() if h.channel_id == NEWS]) == 1
     listing = await world.run("list")
-    assert "**Harbour News** → <#%d> · ok" % NEWS in listing
+    assert f"**Harbour News** → <#{NEWS}> · ok" in listing
     assert "**Other**" in listing
 
 
@@ -229,7 +229,7 @@ async def test_channel_problems_are_explained(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")]))
     world.fake.deny_manage_webhooks(NEWS)
     text = await world.run("add", url=feed_url(world))
-    assert "I need the **Manage Webhooks** permission in <#%d>" % NEWS in text
+    assert f"I need the **Manage Webhooks** permission in <#{NEWS}>" in text
     for n in range(15):
         world.fake.add_webhook(FULL, guild_id=GUILD, name=f"other {n}")
     text = await world.run("add", url=feed_url(world), channel=FULL)
@@ -250,7 +250,7 @@ async def test_the_server_limit(world: World) -> None:
 
 async def test_a_forum_gets_one_post_per_item_titled_by_the_item(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "Old")], title="Articles"))
-    assert "Subscribed <#%d>" % FORUM in await world.run("add", url=feed_url(world), channel=FORUM)
+    assert f"Subscribed <#{FORUM}>" in await world.run("add", url=feed_url(world), channel=FORUM)
     await asyncio.sleep(1.5)
     world.feeds.docs["/f.xml"] = Doc(rss([("b", "Fresh article"), ("a", "Old")], title="Articles"))
     (posted,) = await world.fake.wait_for_messages(1, channel_id=FORUM, within=10)
@@ -275,7 +275,7 @@ async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: Wor
             await asyncio.sleep(0.1)
     assert "disabled: its webhook was deleted" in listing
     full = await world.run("list", at=FULL)
-    assert "**Feed a** → <#%d> · disabled: the channel was deleted" % NEWS in full
+    assert f"**Feed a** → <#{NEWS}> · disabled: the channel was deleted" in full
     status = await world.run("status", at=FULL)
     assert "2 disabled" in status
     await world.fake.remove_guild(OTHER_GUILD)
