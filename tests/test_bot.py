@@ -101,9 +101,12 @@ async def world(
         await app.start()
         try:
             await fake.wait_until_connected(within=10)
-            async with asyncio.timeout(10):
-                while not (fake.synced_commands(GUILD) and fake.synced_commands(OTHER_GUILD)):
-                    await asyncio.sleep(0.05)
+            for _ in range(200):  # the fake has no "synced" event to wait on
+                if fake.synced_commands(GUILD) and fake.synced_commands(OTHER_GUILD):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the bot never synced its commands")
             yield World(fake, app, feed_server)
         finally:
             await app.stop()
