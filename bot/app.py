@@ -170,9 +170,7 @@ class App:
 
     async def _start_bot(self) -> None:
         # Imported here: the relay runs without discord.py's gateway machinery.
-        import discord
-
-        from bot.discord.client import FeedhookBot, point_at
+        from bot.discord.client import FeedhookBot, LoginError, point_at
 
         discord_config = self.config.discord
         point_at(discord_config.api_base, discord_config.gateway_url)
@@ -188,16 +186,9 @@ class App:
         )
         self.bot = FeedhookBot(services, guild_ids=discord_config.guild_ids, **self.bot_options)
         try:
-            await self.bot.login(discord_config.token)
-        except discord.LoginFailure:
-            await self.bot.close()
-            raise BotError(
-                "Discord refused the bot token (discord.token or FEEDHOOK_DISCORD_TOKEN); "
-                "copy it again from the Developer Portal, Bot > Reset Token"
-            ) from None
-        except (discord.HTTPException, OSError) as exc:
-            await self.bot.close()
-            raise BotError(f"cannot reach Discord to log in ({exc}); is the network up?") from None
+            await self.bot.log_in(discord_config.token)
+        except LoginError as exc:
+            raise BotError(str(exc)) from None
         self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
         self._bot_task.add_done_callback(_log_bot_exit)
 

@@ -275,6 +275,7 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+        self._ticking: asyncio.Task[object] | None = None
         # One request at a time per webhook: Discord's bucket is per webhook anyway,
         # and a webhook found dead must not get a second request already in flight.
         self._webhook_locks: dict[int, asyncio.Lock] = {}
@@ -305,6 +306,7 @@ class Deliverer:
     async def tick(self) -> list[asyncio.Task[None]]:
         """Claim due deliveries while there is room and start sending them."""
         started: list[asyncio.Task[None]] = []
+        self._ticking = asyncio.current_task()
         while not self._stopping:
             free = self.settings.concurrency - len(self._in_flight)
             if free <= 0:
@@ -358,6 +360,11 @@ class Deliverer:
         """Stop claiming; let requests in flight finish; what was not sent goes back
         to the queue (a request cut off after ``grace`` stays in doubt)."""
         self._stopping = True
+        # A tick in the middle of claiming finishes first (it puts back what it
+        # claimed): closing the database under it would hang the connection.
+        tick = self._ticking
+        if tick is not None and tick is not asyncio.current_task() and not tick.done():
+            await asyncio.wait([tick], timeout=grace)
         await finish_or_cancel(self._in_flight.values(), grace)
 
     async def _run_logged(self, job: DeliveryJob) -> None:

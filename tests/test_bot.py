@@ -5,6 +5,7 @@ subscriptions it makes deliver new items through webhooks."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,3 +283,27 @@ async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: Wor
     status = await world.run("status", at=FULL)
     assert "2 disabled" in status
     await world.fake.remove_guild(OTHER_GUILD)
+
+
+async def test_a_wrong_token_is_one_clear_line(tmp_path: Path) -> None:
+    async with FakeDiscord(bot_token="the-right-token") as fake:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "[discord]\n"
+            f'token = "wrong-token"\napi_base = "{fake.api_base}"\n'
+            f'gateway_url = "{fake.gateway_url}"\n'
+            f'[database]\nurl = "sqlite:///{tmp_path / "x.db"}"\n',
+            encoding="utf-8",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", "--config", str(config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    last = err.decode().strip().splitlines()[-1]
+    assert last == (
+        "feedhook: Discord refused the bot token (discord.token or FEEDHOOK_DISCORD_TOKEN); "
+        "copy it again from the Developer Portal, Bot > Reset Token"
+    )
+    assert "wrong-token" not in err.decode()

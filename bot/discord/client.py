@@ -23,6 +23,10 @@ APOLOGY = (
 )
 
 
+class LoginError(Exception):
+    """The bot cannot log in; ``str(e)`` says what to do."""
+
+
 def point_at(api_base: str, gateway_url: str) -> None:
     """Send discord.py's REST and gateway traffic elsewhere (a proxy, a test fake).
 
@@ -54,6 +58,22 @@ class FeedhookBot(commands.Bot):
         self.services = services
         self.sync_guild_ids = guild_ids
         self.tree.error(self.on_app_command_error)
+
+    async def log_in(self, token: str) -> None:
+        """``login`` with the failures translated into one sentence each."""
+        try:
+            await self.login(token)
+        except discord.LoginFailure:
+            await self.close()
+            raise LoginError(
+                "Discord refused the bot token (discord.token or FEEDHOOK_DISCORD_TOKEN); "
+                "copy it again from the Developer Portal, Bot > Reset Token"
+            ) from None
+        except (discord.HTTPException, OSError) as exc:
+            await self.close()
+            raise LoginError(
+                f"cannot reach Discord to log in ({exc}); is the network up?"
+            ) from None
 
     async def setup_hook(self) -> None:
         for name in extension_names():
