@@ -16,6 +16,7 @@ import pytest
 
 from bot.app import App
 from bot.config import Config
+from bot.discord.client import APOLOGY
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import MANAGE_WEBHOOKS, VIEW_CHANNEL, FakeDiscord
 from tests.test_poller import rss
@@ -282,7 +283,28 @@ async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: Wor
     assert f"**Feed a** → <#{NEWS}> · disabled: the channel was deleted" in full
     status = await world.run("status", at=FULL)
     assert "2 disabled" in status
-    await world.fake.remove_guild(OTHER_GUILD)
+    world.feeds.docs["/c.xml"] = Doc(rss([("c", "c")], title="Feed c"))
+    await world.run("add", url=feed_url(world, "/c.xml"), at=FULL)
+    await world.fake.remove_guild(GUILD)
+    async with asyncio.timeout(10):
+        while not all(not v.enabled for v in await world.app.store.guild_subscriptions(GUILD)):
+            await asyncio.sleep(0.05)
+    reasons = {v.disabled_reason for v in await world.app.store.guild_subscriptions(GUILD)}
+    assert "the bot was removed from the server" in reasons
+
+
+async def test_an_unexpected_error_gets_an_apology_and_a_log_line(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database on fire")
+
+    assert world.app.bot is not None
+    monkeypatch.setattr(world.app.bot.services, "status", broken)
+    text = await world.run("status")
+    assert text == APOLOGY
+    assert "command failed command=feed status" in caplog.text
+    assert "database on fire" in caplog.text
 
 
 async def test_a_wrong_token_is_one_clear_line(tmp_path: Path) -> None:

@@ -238,3 +238,13 @@ async def test_lifecycle_events_disable_with_a_reason(
     assert (status.total, status.ok, len(status.disabled)) == (3, 0, 3)
     with pytest.raises(ServiceError, match="is disabled"):
         await service.set_paused(GUILD, str(status.disabled[0].id), paused=True)
+
+
+def test_long_lists_are_split_into_pages() -> None:
+    from bot.discord.replies import pages
+
+    lines = [f"line {n} " + "x" * 300 for n in range(20)]
+    out = pages(lines, limit=1900)
+    assert len(out) > 1
+    assert all(len(page) <= 1900 for page in out)
+    assert "\n".join(out).split("\n") == lines
