@@ -30,7 +30,7 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.models import FeedInfo, SendError, WebhookTarget
-from bot.render import Message, render_batch, render_item, truncate
+from bot.render import FORUM_TITLE_MAX, Message, render_batch, render_item, truncate
 from bot.storage.store import DeliveryJob, OutboxEntry, Store
 from bot.tasks import finish_or_cancel
 from bot.webhooks import execute_url
@@ -416,7 +416,9 @@ class Deliverer:
             for entry in entries:
                 body = render_item(entry.item, job.feed, style=style)
                 if forum:
-                    body["thread_name"] = truncate(entry.item.title or job.feed.title, 100)
+                    body["thread_name"] = truncate(
+                        entry.item.title or job.feed.title, FORUM_TITLE_MAX
+                    )
                 queue.append((Message(body, 1), [entry]))
         while queue:
             message, rows = queue[0]

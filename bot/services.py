@@ -16,7 +16,7 @@ from typing import Any
 from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
-from bot.render import render_item
+from bot.render import FORUM_TITLE_MAX, render_item, truncate
 from bot.sources.feed import ParseError
 from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.storage.store import FeedMeta, Store
@@ -240,9 +240,12 @@ class FeedService:
             )
         if self.send_now is None:
             raise ServiceError("Test posts need the delivery worker, which is not running.")
-        item, feed, target = found
+        item, feed, target, options = found
+        body = render_item(item, feed)
+        if options.get("forum"):
+            body["thread_name"] = truncate(item.title or feed.title, FORUM_TITLE_MAX)
         try:
-            await self.send_now(target, render_item(item, feed))
+            await self.send_now(target, body)
         except SendError as exc:
             raise ServiceError(f"The test post failed: {exc}") from None
         return view

@@ -260,6 +260,10 @@ async def test_a_forum_gets_one_post_per_item_titled_by_the_item(world: World) -
     world.feeds.docs["/f.xml"] = Doc(rss([("b", "Fresh article"), ("a", "Old")], title="Articles"))
     (posted,) = await world.fake.wait_for_messages(1, channel_id=FORUM, within=10)
     assert posted.thread_name == "Fresh article"
+    # /feed test makes a forum post too.
+    assert "Posted the newest item" in await world.run("test", subscription="1")
+    second = (await world.fake.wait_for_messages(2, channel_id=FORUM))[1]
+    assert second.thread_name == "Fresh article"
 
 
 async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: World) -> None:

@@ -1003,8 +1003,9 @@ class Store:
 
     async def newest_item(
         self, subscription_id: int
-    ) -> tuple[Item, FeedInfo, WebhookTarget] | None:
-        """The source's newest stored item, for ``/feed test``."""
+    ) -> tuple[Item, FeedInfo, WebhookTarget, Mapping[str, object]] | None:
+        """The source's newest stored item, for ``/feed test`` (with the subscription's
+        options)."""
         async with self.db.read() as conn:
             sub = (
                 await conn.execute(
@@ -1018,6 +1019,7 @@ class Store:
                         sources.c.icon_url,
                         sources.c.kind,
                         sources.c.url,
+                        subscriptions.c.options,
                     )
                     .join(sources, sources.c.id == subscriptions.c.source_id)
                     .where(subscriptions.c.id == subscription_id)
@@ -1037,7 +1039,7 @@ class Store:
             return None
         feed = FeedInfo(title=sub[4] or sub[8], link=sub[5], icon=sub[6], kind=sub[7])
         target = WebhookTarget(int(sub[1]), str(sub[2]), int(sub[3]) or None)
-        return _item_from_row(row), feed, target
+        return _item_from_row(row), feed, target, dict(sub[9] or {})
 
     async def disable_where(
         self, *, reason: str, guild_id: int | None = None, channel_id: int | None = None
