@@ -91,6 +91,15 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class _Route:
+    source_id: int
+    target: WebhookTarget
+    channel_id: int | None
+    options: Mapping[str, object]
+    feed: FeedInfo
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryJob:
     """Everything needed to post a subscription's next items, oldest first."""
 
@@ -640,24 +649,8 @@ class Store:
                 )
             )
         ).scalar_one()
-        sub = (
-            await conn.execute(
-                select(
-                    subscriptions.c.webhook_id,
-                    subscriptions.c.webhook_token,
-                    subscriptions.c.thread_id,
-                    subscriptions.c.channel_id,
-                    subscriptions.c.options,
-                    sources.c.title,
-                    sources.c.site_link,
-                    sources.c.icon_url,
-                    sources.c.kind,
-                    sources.c.url,
-                )
-                .join(sources, sources.c.id == subscriptions.c.source_id)
-                .where(subscriptions.c.id == sub_id)
-            )
-        ).one()
+        route = await self._route(conn, sub_id)
+        assert route is not None, "a claimed subscription exists"
         item_rows = {
             int(r.outbox_id): r
             for r in await conn.execute(
@@ -676,15 +669,58 @@ class Store:
             )
             for row_id, in_doubt, attempts, created in claimed
         )
-        webhook_id, token, thread_id, channel_id, options, title, site, icon, kind, url = sub
         return DeliveryJob(
             subscription_id=sub_id,
+            target=route.target,
+            channel_id=route.channel_id,
+            options=route.options,
+            feed=route.feed,
+            entries=entries,
+            pending_total=int(pending_total),
+        )
+
+    async def _route(self, conn: AsyncConnection, sub_id: int) -> _Route | None:
+        """Where a subscription posts and as what."""
+        row = (
+            await conn.execute(
+                select(
+                    subscriptions.c.source_id,
+                    subscriptions.c.webhook_id,
+                    subscriptions.c.webhook_token,
+                    subscriptions.c.thread_id,
+                    subscriptions.c.channel_id,
+                    subscriptions.c.options,
+                    sources.c.title,
+                    sources.c.site_link,
+                    sources.c.icon_url,
+                    sources.c.kind,
+                    sources.c.url,
+                )
+                .join(sources, sources.c.id == subscriptions.c.source_id)
+                .where(subscriptions.c.id == sub_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        (
+            source_id,
+            webhook_id,
+            token,
+            thread_id,
+            channel_id,
+            options,
+            title,
+            site,
+            icon,
+            kind,
+            url,
+        ) = row
+        return _Route(
+            source_id=int(source_id),
             target=WebhookTarget(int(webhook_id), str(token), int(thread_id) or None),
             channel_id=int(channel_id) if channel_id is not None else None,
             options=dict(options or {}),
             feed=FeedInfo(title=title or url, link=site, icon=icon, kind=kind),
-            entries=entries,
-            pending_total=int(pending_total),
         )
 
     async def mark_sent(
@@ -1007,39 +1043,20 @@ class Store:
         """The source's newest stored item, for ``/feed test`` (with the subscription's
         options)."""
         async with self.db.read() as conn:
-            sub = (
-                await conn.execute(
-                    select(
-                        subscriptions.c.source_id,
-                        subscriptions.c.webhook_id,
-                        subscriptions.c.webhook_token,
-                        subscriptions.c.thread_id,
-                        sources.c.title,
-                        sources.c.site_link,
-                        sources.c.icon_url,
-                        sources.c.kind,
-                        sources.c.url,
-                        subscriptions.c.options,
-                    )
-                    .join(sources, sources.c.id == subscriptions.c.source_id)
-                    .where(subscriptions.c.id == subscription_id)
-                )
-            ).first()
-            if sub is None:
+            route = await self._route(conn, subscription_id)
+            if route is None:
                 return None
             row = (
                 await conn.execute(
                     select(*_ITEM_COLUMNS)
-                    .where(items.c.source_id == sub[0])
+                    .where(items.c.source_id == route.source_id)
                     .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
                     .limit(1)
                 )
             ).first()
         if row is None:
             return None
-        feed = FeedInfo(title=sub[4] or sub[8], link=sub[5], icon=sub[6], kind=sub[7])
-        target = WebhookTarget(int(sub[1]), str(sub[2]), int(sub[3]) or None)
-        return _item_from_row(row), feed, target, dict(sub[9] or {})
+        return _item_from_row(row), route.feed, route.target, route.options
 
     async def disable_where(
         self, *, reason: str, guild_id: int | None = None, channel_id: int | None = None
