@@ -1,0 +1,1 @@
+"""Benchmarks for feedhook. Run ``make bench`` (or ``python -m bench.poll --help``)."""

@@ -1,0 +1,472 @@
+"""The measured passes. Each runs in a fresh process of its own (see ``bench.poll``), so its
+CPU time (``time.process_time``: all threads of that process, including feedhook's parser
+threads and aiosqlite's thread) and its peak RSS belong to that pass alone. The feed server
+runs in yet another process and is never counted.
+
+Every pass replays the server's cycles itself: ``POST /cycle/0`` then the warm-up (first
+poll), then ``POST /cycle/k`` and one measured cycle for k = 1..N. Setting the cycle, counting
+rows and ``gc.collect()`` happen outside the measured region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import logging
+import os
+import re
+import resource
+import sqlite3
+import time
+import tracemalloc
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from bench.server import source_class, source_path
+
+
+@dataclass
+class CycleStats:
+    label: str
+    wall: float
+    cpu: float
+    n: int  # sources polled / GETs made / documents parsed
+    statuses: dict[str, int] = field(default_factory=dict)
+    new_items: int = 0
+    queued: int = 0
+    outbox_delta: int | None = None
+    maxrss_mb: float = 0.0
+    traced_peak_mb: float | None = None
+
+    @property
+    def cpu_per_source_ms(self) -> float:
+        return 1000.0 * self.cpu / self.n if self.n else float("nan")
+
+
+@dataclass
+class PassResult:
+    name: str
+    setup_s: float = 0.0
+    warmup: CycleStats | None = None
+    cycles: list[CycleStats] = field(default_factory=list)
+    extra: list[CycleStats] = field(default_factory=list)  # informational rows
+    notes: list[str] = field(default_factory=list)
+
+
+class Meter:
+    """Wall time, process CPU and peak memory around one measured region."""
+
+    def __init__(self, trace: bool) -> None:
+        self.trace = trace
+        if trace:
+            tracemalloc.start()
+        self._wall = 0.0
+        self._cpu = 0.0
+
+    def start(self) -> None:
+        gc.collect()
+        if self.trace:
+            tracemalloc.reset_peak()
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def stop(self, label: str, n: int, **kw: object) -> CycleStats:
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        traced = tracemalloc.get_traced_memory()[1] / 2**20 if self.trace else None
+        # ru_maxrss is in KiB on Linux: the process's high-water mark so far.
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return CycleStats(label, wall, cpu, n, maxrss_mb=maxrss, traced_peak_mb=traced, **kw)  # type: ignore[arg-type]
+
+
+def urls_for(base_url: str, indexes: Sequence[int]) -> list[str]:
+    return [base_url + source_path(i) for i in indexes]
+
+
+async def set_cycle(session: aiohttp.ClientSession, base_url: str, cycle: int) -> None:
+    async with session.post(f"{base_url}/cycle/{cycle}") as resp:
+        resp.raise_for_status()
+
+
+def set_cycle_sync(base_url: str, cycle: int) -> None:
+    req = urllib.request.Request(f"{base_url}/cycle/{cycle}", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
+# ---------------------------------------------------------------------------- feedhook
+
+
+@dataclass
+class FeedhookParams:
+    name: str
+    base_url: str
+    indexes: list[int]
+    cycles: int
+    concurrency: int
+    interval: float
+    workdir: str
+    t0: datetime
+    trace: bool = False
+    # Start from this snapshot (taken after the first poll) instead of a fresh database.
+    db_file: str | None = None
+    # After the first poll, write one snapshot per class with only that class subscribed.
+    snapshot_classes: bool = False
+
+
+class _LogTally(logging.Handler):
+    """Counts feedhook's warnings instead of printing them; the pass reports a summary."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = f"{record.levelname} {record.name}"
+        self.counts[key] += 1
+        self.examples.setdefault(key, record.getMessage().splitlines()[0][:200])
+
+    def notes(self) -> list[str]:
+        return [
+            f"{n} log records {key}, e.g. {self.examples[key]!r}"
+            for key, n in self.counts.most_common()
+        ]
+
+
+def feedhook_pass(params: FeedhookParams) -> PassResult:
+    tally = _LogTally()
+    logging.basicConfig(level=logging.WARNING, handlers=[tally])
+    result = asyncio.run(_feedhook_pass(params))
+    result.notes.extend(tally.notes())
+    return result
+
+
+async def _outbox_rows(store: object) -> int:
+    counts = await store.counts()  # type: ignore[attr-defined]
+    return sum(v for k, v in counts.items() if k.startswith("outbox_"))
+
+
+async def _feedhook_pass(p: FeedhookParams) -> PassResult:
+    from bot.models import WebhookTarget
+    from bot.net import Fetcher, NetSettings
+    from bot.poller import Poller, PollSettings
+    from bot.storage.db import Database
+    from bot.storage.store import ConfigFeed, Store
+
+    result = PassResult(p.name)
+    now = p.t0
+
+    def clock() -> datetime:
+        return now
+
+    fresh = p.db_file is None
+    db_path = p.db_file or os.path.join(p.workdir, f"{p.name}.db")
+    urls = urls_for(p.base_url, p.indexes)
+    meter = Meter(p.trace)
+
+    started = time.perf_counter()
+    db = Database(f"sqlite:///{db_path}")
+    await db.upgrade()
+    store = Store(db)
+    if fresh:
+        feeds = [
+            ConfigFeed(url=url, target=WebhookTarget(webhook_id=10**9 + i, token=f"tok{i:06d}" * 8))
+            for i, url in zip(p.indexes, urls, strict=True)
+        ]
+        await store.sync_config_feeds(feeds, now=now)
+    result.setup_s = time.perf_counter() - started
+
+    settings = PollSettings(interval=p.interval, jitter=0.0, concurrency=p.concurrency)
+    net = NetSettings(
+        user_agent="feedhook-bench/0.1",
+        allowed_hosts=frozenset({"127.0.0.1"}),
+        per_host_concurrency=p.concurrency,
+        total_timeout=120.0,
+    )
+    async with aiohttp.ClientSession() as control, Fetcher(net) as fetcher:
+        poller = Poller(store, fetcher, settings, clock=clock)
+
+        async def one_cycle(label: str) -> CycleStats:
+            before = await _outbox_rows(store)
+            meter.start()
+            results = await poller.poll_due()
+            stats = meter.stop(
+                label,
+                len(results),
+                statuses=dict(Counter(r.status for r in results)),
+                new_items=sum(r.new_items for r in results),
+                queued=sum(r.queued for r in results),
+            )
+            stats.outbox_delta = await _outbox_rows(store) - before
+            failed = [r for r in results if r.status == "failed"]
+            if failed:
+                result.notes.append(f"{label}: {len(failed)} failed, e.g. {failed[0].error}")
+            return stats
+
+        if fresh:
+            await set_cycle(control, p.base_url, 0)
+            result.warmup = await one_cycle("first poll")
+            if p.snapshot_classes:
+                _write_class_snapshots(db_path, p.workdir, p.name)
+        for k in range(1, p.cycles + 1):
+            await set_cycle(control, p.base_url, k)
+            now += timedelta(seconds=p.interval + 1)
+            result.cycles.append(await one_cycle(f"cycle {k}"))
+    await db.dispose()
+    return result
+
+
+_INDEX = re.compile(r"/s/(\d+)\.xml$")
+
+
+def snapshot_path(workdir: str, name: str, cls: str) -> str:
+    return os.path.join(workdir, f"{name}-only-{cls}.db")
+
+
+def _write_class_snapshots(db_path: str, workdir: str, name: str) -> None:
+    """Copy the database as it is after the first poll, once per class, with the other
+    classes' subscriptions disabled, so only that class's sources come due."""
+    src = sqlite3.connect(db_path)
+    try:
+        ids = {
+            cls: [
+                sid
+                for sid, url in src.execute("SELECT id, url FROM sources")
+                if (m := _INDEX.search(url)) and source_class(int(m.group(1))) == cls
+            ]
+            for cls in ("A", "B", "C")
+        }
+        for cls in ("A", "B", "C"):
+            dst = sqlite3.connect(snapshot_path(workdir, name, cls))
+            try:
+                src.backup(dst)
+                others = [(sid,) for other, lst in ids.items() if other != cls for sid in lst]
+                dst.executemany("UPDATE subscriptions SET enabled = 0 WHERE source_id = ?", others)
+                dst.commit()
+            finally:
+                dst.close()
+    finally:
+        src.close()
+
+
+# ---------------------------------------------------------------------------- fetch floor
+
+
+@dataclass
+class RawParams:
+    base_url: str
+    indexes: list[int]
+    cycles: int
+    concurrency: int
+    trace: bool = False
+
+
+def raw_fetch_pass(params: RawParams) -> PassResult:
+    return asyncio.run(_raw_fetch_pass(params))
+
+
+async def _raw_fetch_pass(p: RawParams) -> PassResult:
+    """Plain aiohttp: one session, conditional GETs with the validators of the previous
+    response, at the same concurrency; the body is read and dropped."""
+    result = PassResult("aiohttp conditional GET (fetch floor)")
+    urls = urls_for(p.base_url, p.indexes)
+    validators: dict[str, dict[str, str]] = {}
+    meter = Meter(p.trace)
+    connector = aiohttp.TCPConnector(limit=p.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        sem = asyncio.Semaphore(p.concurrency)
+
+        async def get(url: str) -> int:
+            async with sem, session.get(url, headers=validators.get(url)) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    sent: dict[str, str] = {}
+                    if etag := resp.headers.get("ETag"):
+                        sent["If-None-Match"] = etag
+                    if modified := resp.headers.get("Last-Modified"):
+                        sent["If-Modified-Since"] = modified
+                    validators[url] = sent
+                return resp.status
+
+        async def one_cycle(label: str) -> CycleStats:
+            meter.start()
+            statuses = await asyncio.gather(*(get(url) for url in urls))
+            return meter.stop(label, len(urls), statuses=dict(Counter(map(str, statuses))))
+
+        await set_cycle(session, p.base_url, 0)
+        result.warmup = await one_cycle("first GET")
+        for k in range(1, p.cycles + 1):
+            await set_cycle(session, p.base_url, k)
+            result.cycles.append(await one_cycle(f"cycle {k}"))
+    return result
+
+
+# ---------------------------------------------------------------------------- parse floor
+
+
+@dataclass
+class ParseParams:
+    base_url: str
+    indexes: list[int]  # the changing (class C) sources
+    cycles: int
+    trace: bool = False
+
+
+def parse_floor_pass(params: ParseParams) -> PassResult:
+    return asyncio.run(_parse_floor_pass(params))
+
+
+async def _fetch_all(
+    session: aiohttp.ClientSession, urls: Sequence[str]
+) -> list[tuple[str, bytes, dict[str, str]]]:
+    sem = asyncio.Semaphore(32)
+
+    async def get(url: str) -> tuple[str, bytes, dict[str, str]]:
+        async with sem, session.get(url) as resp:
+            return url, await resp.read(), dict(resp.headers)
+
+    return list(await asyncio.gather(*(get(u) for u in urls)))
+
+
+async def _parse_floor_pass(p: ParseParams) -> PassResult:
+    """``feedparser.parse(body)`` (default options) of each cycle's changed bodies alone,
+    one after another in this process. Fetching them is not measured."""
+    import feedparser
+
+    from bot.sources.feed import ParseError, parse_feed
+
+    result = PassResult("feedparser.parse of the changed bodies (parse floor)")
+    meter = Meter(p.trace)
+    urls = urls_for(p.base_url, p.indexes)
+    async with aiohttp.ClientSession() as session:
+        for k in range(1, p.cycles + 1):
+            await set_cycle(session, p.base_url, k)
+            docs = await _fetch_all(session, urls)
+            meter.start()
+            bozo = 0
+            for _url, body, _headers in docs:
+                bozo += bool(feedparser.parse(body).get("bozo"))
+            stats = meter.stop(f"cycle {k}", len(docs))
+            stats.statuses = {"bytes": sum(len(b) for _u, b, _h in docs), "bozo": bozo}
+            result.cycles.append(stats)
+            if k == 1:
+                # Informational: the options feedhook uses, and feedhook's whole parse stage.
+                meter.start()
+                for _url, body, _headers in docs:
+                    feedparser.parse(
+                        io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False
+                    )
+                result.extra.append(
+                    meter.stop("cycle 1: feedparser, sanitize/resolve off", len(docs))
+                )
+                failed = 0
+                meter.start()
+                for url, body, headers in docs:
+                    try:
+                        parse_feed(body, url=url, headers=headers)
+                    except ParseError:
+                        failed += 1
+                stats = meter.stop("cycle 1: bot.sources.feed.parse_feed", len(docs))
+                stats.statuses = {"ParseError": failed}
+                result.extra.append(stats)
+    return result
+
+
+# ---------------------------------------------------------------------------- reader (peer)
+
+
+@dataclass
+class ReaderParams:
+    base_url: str
+    indexes: list[int]
+    cycles: int
+    concurrency: int
+    workdir: str
+    trace: bool = False
+
+
+def _sgmllib_shim() -> str | None:
+    """reader vendors a feedparser that does ``import sgmllib`` (the sgmllib3k package), but
+    depends on a feedparser (6.0.12+) that ships the same module as ``feedparser_sgmllib``,
+    so a fresh ``pip install reader`` cannot import its parser. Alias it in this process only
+    (the reader pass runs in a process of its own)."""
+    import importlib
+    import sys
+
+    try:
+        importlib.import_module("sgmllib")
+    except ImportError:
+        sys.modules["sgmllib"] = importlib.import_module("feedparser_sgmllib")
+        return (
+            "sgmllib is not installed; aliased feedparser_sgmllib as sgmllib for reader's "
+            "vendored feedparser (installing sgmllib3k would do the same)"
+        )
+    return None
+
+
+def reader_pass(p: ReaderParams) -> PassResult:
+    """lemon24/reader updating the same feeds: ``update_feeds_iter(scheduled=False,
+    workers=concurrency)`` (``update_feeds`` is a loop over it; iterating lets us count)."""
+    tally = _LogTally()
+    logging.basicConfig(level=logging.WARNING, handlers=[tally])
+    logging.captureWarnings(True)  # reader warns (warnings.warn) about entries it skips
+    shim = _sgmllib_shim()
+    import reader as reader_lib
+    from reader import UpdatedFeed, make_reader
+
+    result = PassResult(f"reader {reader_lib.__version__} (peer)")
+    if shim:
+        result.notes.append(shim)
+    meter = Meter(p.trace)
+    urls = urls_for(p.base_url, p.indexes)
+    started = time.perf_counter()
+    rdr = make_reader(os.path.join(p.workdir, "reader.sqlite"))
+    try:
+        # reader's requests session keeps 10 connections per host by default; with one host
+        # and `concurrency` worker threads that would churn connections, so give it as many
+        # as there are workers (private API: reader._parser, best effort).
+        from reader._parser.http import TimeoutHTTPAdapter
+
+        retriever: Any = rdr._parser.get_retriever(urls[0])
+        adapter = TimeoutHTTPAdapter(
+            retriever.timeout, pool_connections=4, pool_maxsize=p.concurrency
+        )
+        retriever.session.mount("http://", adapter)
+        result.notes.append(f"requests pool_maxsize set to {p.concurrency} (default 10)")
+    except Exception as exc:
+        result.notes.append(f"could not resize reader's connection pool: {exc!r}")
+    for url in urls:
+        rdr.add_feed(url)
+    result.setup_s = time.perf_counter() - started
+
+    def one_cycle(label: str) -> CycleStats:
+        statuses: Counter[str] = Counter()
+        new = 0
+        meter.start()
+        for res in rdr.update_feeds_iter(scheduled=False, workers=p.concurrency):
+            value = res.value
+            if isinstance(value, UpdatedFeed):
+                new += value.new
+                statuses["new" if value.new else "modified" if value.modified else "unchanged"] += 1
+            elif value is None:
+                statuses["not_modified"] += 1
+            else:
+                statuses["error"] += 1
+        return meter.stop(label, len(urls), statuses=dict(statuses), new_items=new)
+
+    set_cycle_sync(p.base_url, 0)
+    result.warmup = one_cycle("first update")
+    for k in range(1, p.cycles + 1):
+        set_cycle_sync(p.base_url, k)
+        result.cycles.append(one_cycle(f"cycle {k}"))
+    rdr.close()
+    result.notes.extend(tally.notes())
+    return result
