@@ -22,8 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-POOL_SIZE = 24
-POOL_OVERFLOW = 48
 
 
 class DatabaseError(Exception):
@@ -65,14 +63,8 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        # Dozens of polls read at once: a pool smaller than that opens and closes
-        # connections (an aiosqlite thread and its PRAGMAs each) all the time.
         self.engine: AsyncEngine = create_async_engine(
-            driver_url(url),
-            echo=echo,
-            pool_pre_ping=url.startswith("postgresql"),
-            pool_size=POOL_SIZE,
-            max_overflow=POOL_OVERFLOW,
+            driver_url(url), echo=echo, pool_pre_ping=url.startswith("postgresql")
         )
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
