@@ -16,6 +16,7 @@ webhook holds up only itself. Every response is handled on purpose:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -338,9 +339,7 @@ class Deliverer:
                     self._run_logged(job), name=f"deliver-{job.subscription_id}"
                 )
                 self._in_flight[job.subscription_id] = task
-                task.add_done_callback(
-                    lambda t, sid=job.subscription_id: self._forget(sid, t)  # type: ignore[misc]
-                )
+                task.add_done_callback(functools.partial(self._forget, job.subscription_id))
                 started.append(task)
         return started
 

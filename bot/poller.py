@@ -7,11 +7,12 @@ pure functions of their inputs and ``now``; :class:`Poller` does the I/O.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -140,11 +141,6 @@ class PollResult:
     error: str | None = None
 
 
-@dataclass
-class _Buffer:
-    outcomes: list[PollOutcome] = field(default_factory=list)
-
-
 class Poller:
     def __init__(
         self,
@@ -161,7 +157,8 @@ class Poller:
         self.clock = clock
         self.rng = rng
         self._in_flight: dict[int, asyncio.Task[PollResult]] = {}
-        self._buffer = _Buffer()
+        # Outcomes without new items, written in batches by flush().
+        self._outcomes: list[PollOutcome] = []
         self._flush_lock = asyncio.Lock()
         self._stopping = False
         self._ticking: asyncio.Task[object] | None = None
@@ -197,15 +194,14 @@ class Poller:
             for source in due:
                 task = asyncio.create_task(self._poll_and_log(source), name=f"poll-{source.id}")
                 self._in_flight[source.id] = task
-                task.add_done_callback(self._forget)
+                task.add_done_callback(functools.partial(self._forget, source.id))
                 started.append(task)
         await self.flush()
         return started
 
-    def _forget(self, task: asyncio.Task[PollResult]) -> None:
-        for source_id, running in list(self._in_flight.items()):
-            if running is task:
-                del self._in_flight[source_id]
+    def _forget(self, source_id: int, task: asyncio.Task[PollResult]) -> None:
+        if self._in_flight.get(source_id) is task:
+            del self._in_flight[source_id]
 
     async def poll_due(self) -> list[PollResult]:
         """Poll everything due now and wait for all of it (tests, benchmarks, `demo`)."""
@@ -228,7 +224,7 @@ class Poller:
 
     async def flush(self) -> None:
         async with self._flush_lock:
-            outcomes, self._buffer.outcomes = self._buffer.outcomes, []
+            outcomes, self._outcomes = self._outcomes, []
             await self.store.record_outcomes(outcomes)
 
     async def _poll_and_log(self, source: DueSource) -> PollResult:
@@ -237,7 +233,7 @@ class Poller:
         except Exception as exc:  # a bug must not kill the poller: log and back off
             log.exception("poll crashed source=%d url=%s", source.id, source.url)
             result = await self._failed(source, f"internal error: {type(exc).__name__}", None)
-        if len(self._buffer.outcomes) >= self.settings.outcome_batch:
+        if len(self._outcomes) >= self.settings.outcome_batch:
             await self.flush()
         return result
 
@@ -260,7 +256,7 @@ class Poller:
             )
         next_at = self._next_poll(source, 0, None, result.max_age)
         if result.status == 304:
-            self._buffer.outcomes.append(
+            self._outcomes.append(
                 PollOutcome(source.id, now, next_at, ok=True, keep_validators=True)
             )
             return PollResult(source.id, source.url, "not_modified")
@@ -278,7 +274,7 @@ class Poller:
         if body_hash == source.body_hash:
             # Same bytes as last time: skip parsing entirely; the server just
             # does not support validators (or changed them without content).
-            self._buffer.outcomes.append(outcome)
+            self._outcomes.append(outcome)
             return PollResult(source.id, source.url, "unchanged")
         try:
             parsed = await parse_off_loop(result)
@@ -334,9 +330,7 @@ class Poller:
     async def _failed(self, source: DueSource, error: str, retry_after: float | None) -> PollResult:
         failures = source.consecutive_failures + 1
         next_at = self._next_poll(source, failures, retry_after, None)
-        self._buffer.outcomes.append(
-            PollOutcome(source.id, self.clock(), next_at, ok=False, error=error)
-        )
+        self._outcomes.append(PollOutcome(source.id, self.clock(), next_at, ok=False, error=error))
         log.warning(
             "poll failed source=%d url=%s failures=%d next_in=%ds error=%s",
             source.id,

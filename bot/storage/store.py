@@ -166,11 +166,7 @@ class Store:
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
-        excluded = list(exclude)
-        if excluded:
-            due = due.where(sources.c.id.not_in(excluded))
-        if self.db.dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        due = self._claimable(due, sources.c.id, exclude)
         stmt = (
             update(sources)
             .where(sources.c.id.in_(due.scalar_subquery()))
@@ -573,11 +569,7 @@ class Store:
             .order_by(subscriptions.c.id)
             .limit(limit)
         )
-        excluded = list(exclude)
-        if excluded:
-            candidates = candidates.where(subscriptions.c.id.not_in(excluded))
-        if self.db.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True, of=subscriptions)
+        candidates = self._claimable(candidates, subscriptions.c.id, exclude, of=subscriptions)
         jobs: list[DeliveryJob] = []
         async with self.db.write() as conn:
             sub_ids = [int(r[0]) for r in await conn.execute(candidates)]
@@ -854,7 +846,7 @@ class Store:
     # -- subscriptions managed from Discord ------------------------------------------
 
     async def guild_subscriptions(
-        self, guild_id: int, *, channel_id: int | None = None
+        self, guild_id: int, *, channel_id: int | None = None, subscription_id: int | None = None
     ) -> list[SubscriptionView]:
         last_sent = (
             select(func.max(outbox.c.sent_at))
@@ -890,6 +882,8 @@ class Store:
                     subscriptions.c.thread_id == channel_id,
                 )
             )
+        if subscription_id is not None:
+            stmt = stmt.where(subscriptions.c.id == subscription_id)
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [
@@ -1013,10 +1007,8 @@ class Store:
     async def guild_subscription(
         self, guild_id: int, subscription_id: int
     ) -> SubscriptionView | None:
-        for view in await self.guild_subscriptions(guild_id):
-            if view.id == subscription_id:
-                return view
-        return None
+        found = await self.guild_subscriptions(guild_id, subscription_id=subscription_id)
+        return found[0] if found else None
 
     async def set_paused(self, guild_id: int, subscription_id: int, *, paused: bool) -> bool:
         async with self.db.write() as conn:
@@ -1156,6 +1148,18 @@ class Store:
             stmt = stmt.where(outbox.c.subscription_id == subscription_id)
         async with self.db.read() as conn:
             return [(int(a), str(b), str(c)) for a, b, c in (await conn.execute(stmt)).all()]
+
+    def _claimable(
+        self, stmt: Any, id_column: Any, exclude: Iterable[int], *, of: Any = None
+    ) -> Any:
+        """``stmt`` without the rows this process works on already, and on PostgreSQL
+        locked with SKIP LOCKED so concurrent claimers each get different rows."""
+        excluded = list(exclude)
+        if excluded:
+            stmt = stmt.where(id_column.not_in(excluded))
+        if self.db.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True, of=of)
+        return stmt
 
     def _insert(self, table: Any) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing`` on both dialects."""
