@@ -4,6 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
+
+PostKind = Literal["post", "repost", "reply", "quote"]
+
+
+@dataclass(frozen=True, slots=True)
+class SocialPost:
+    """What makes an item a post of a social network (X, Bluesky, Mastodon).
+
+    The message is posted under the author's identity (name, avatar) and shows
+    the post text with up to four images; ``kind`` and ``context_*`` say whose
+    post a repost, reply or quote refers to.
+    """
+
+    author_name: str
+    author_handle: str  # "@alice.bsky.social", "@user@instance", "@handle"
+    author_avatar: str | None = None
+    author_url: str | None = None
+    images: tuple[str, ...] = ()  # at most four, in the post's order
+    kind: PostKind = "post"
+    context_name: str | None = None  # the original author (repost, quote) or the one replied to
+    context_handle: str | None = None
+    network: str = ""  # "x", "bluesky", "mastodon"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +47,7 @@ class Item:
     image: str | None
     categories: tuple[str, ...] = ()
     link_norm: str | None = None
+    social: SocialPost | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from typing import Literal
 from bot.models import Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
-from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.sources.incremental import ChangedDocument, SeenEntries, parse_changed
+from bot.sources.resolve import fetch_source
 from bot.storage.store import DueSource, FeedMeta, PollOutcome, Store
 from bot.tasks import finish_or_cancel
 
@@ -84,15 +85,20 @@ def link_counts(entries: Sequence[ParsedEntry]) -> dict[str, int]:
 
 
 def select_new(
-    entries: Sequence[ParsedEntry], known_keys: set[str], known_links: set[str]
+    entries: Sequence[ParsedEntry],
+    known_keys: set[str],
+    known_links: set[str],
+    counts: dict[str, int] | None = None,
 ) -> list[ParsedEntry]:
     """Entries not seen before, oldest first.
 
     The normalised-link guard catches a publisher changing ids or moving to
-    https; it only applies to links unique within the document, because some
-    feeds give every entry the same link.
+    https; it only applies to links unique within the document (``counts``,
+    by default those of ``entries``), because some feeds give every entry the
+    same link.
     """
-    counts = link_counts(entries)
+    if counts is None:
+        counts = link_counts(entries)
     new = [
         entry
         for entry in entries
@@ -162,6 +168,9 @@ class Poller:
         self._flush_lock = asyncio.Lock()
         self._stopping = False
         self._ticking: asyncio.Task[object] | None = None
+        # Per source, the entries of the last document this process handled: the
+        # next changed body is parsed without them (bot.sources.incremental).
+        self._seen: dict[int, SeenEntries] = {}
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -276,22 +285,40 @@ class Poller:
             # does not support validators (or changed them without content).
             self._outcomes.append(outcome)
             return PollResult(source.id, source.url, "unchanged")
+        # Only trust what this process remembers about a source it has seen
+        # initialised: a first poll must look at (and store) every entry.
+        previous = self._seen.get(source.id) if source.initialized else None
         try:
-            parsed = await parse_off_loop(result)
+            document = await asyncio.to_thread(
+                parse_changed, result.body, url=result.url, headers=result.headers, previous=previous
+            )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)
-        return await self._record(source, parsed, outcome)
+        if document.parsed is None:
+            # The bytes changed but no entry did (a build date, say): nothing to parse.
+            self._outcomes.append(outcome)
+            self._remember(source.id, document)
+            return PollResult(source.id, source.url, "unchanged")
+        polled = await self._record(source, document.parsed, document, outcome)
+        self._remember(source.id, document)
+        return polled
+
+    def _remember(self, source_id: int, document: ChangedDocument) -> None:
+        if document.seen is None:
+            self._seen.pop(source_id, None)
+        else:
+            self._seen[source_id] = document.seen
 
     async def _record(
-        self, source: DueSource, parsed: ParsedFeed, outcome: PollOutcome
+        self, source: DueSource, parsed: ParsedFeed, document: ChangedDocument, outcome: PollOutcome
     ) -> PollResult:
-        entries = parsed.entries
-        counts = link_counts(entries)
-        unique_links = [link for link, n in counts.items() if n == 1]
+        entries = document.candidates
+        counts = document.link_counts
+        unique_links = [e.link_norm for e in entries if e.link_norm and counts[e.link_norm] == 1]
         known_keys, known_links = await self.store.known_items(
             source.id, [e.key for e in entries], unique_links
         )
-        new = select_new(entries, known_keys, known_links)
+        new = select_new(entries, known_keys, known_links, counts)
         first_poll = not source.initialized
         queue = set() if first_poll else keys_to_queue(new, self.settings.max_new_per_poll)
         if not first_poll and len(new) > self.settings.max_new_per_poll:

@@ -78,6 +78,9 @@ class ParsedEntry:
     raw: Any = field(compare=False, repr=False)
 
 
+EntryRef = tuple[str, str | None]
+
+
 @dataclass(frozen=True)
 class ParsedFeed:
     """A parsed document: entries in document order, duplicate keys dropped."""
@@ -86,6 +89,9 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     base_url: str
     author: str | None = None  # feed-level author: build_item's fallback for entries
+    # (key, link_norm) of every entry feedparser found, in document order, duplicates
+    # included: lets the poller reason about entries it did not parse again.
+    raw_refs: tuple[EntryRef, ...] = ()
 
 
 # --------------------------------------------------------------------------- headers
@@ -573,10 +579,13 @@ def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFe
 
     now = datetime.now(UTC)
     entries: list[ParsedEntry] = []
+    refs: list[EntryRef] = []
     seen: set[str] = set()
     for raw in raw_entries:
         link = _absolute_http(base, dict.get(raw, "link"))
         key = _entry_key(raw, link)
+        link_norm = normalise_link(link) if link else None
+        refs.append((key, link_norm))
         if key in seen:
             continue
         seen.add(key)
@@ -584,7 +593,7 @@ def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFe
             ParsedEntry(
                 key=key,
                 link=link,
-                link_norm=normalise_link(link) if link else None,
+                link_norm=link_norm,
                 published=_entry_date(raw, now),
                 raw=raw,
             )
@@ -594,6 +603,7 @@ def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFe
         entries=tuple(entries),
         base_url=base,
         author=_author(feed),
+        raw_refs=tuple(refs),
     )
 
 
