@@ -290,7 +290,11 @@ class Poller:
         previous = self._seen.get(source.id) if source.initialized else None
         try:
             document = await asyncio.to_thread(
-                parse_changed, result.body, url=result.url, headers=result.headers, previous=previous
+                parse_changed,
+                result.body,
+                url=result.url,
+                headers=result.headers,
+                previous=previous,
             )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)

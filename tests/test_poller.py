@@ -18,7 +18,7 @@ from bot.poller import (
     oldest_first,
     select_new,
 )
-from bot.sources import resolve
+from bot.sources import incremental, resolve
 from bot.sources.feed import ParsedEntry
 from bot.storage.store import ConfigFeed, Store
 from tests.conftest import Doc, FeedServer
@@ -108,6 +108,7 @@ def parse_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(body, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(resolve, "parse_feed", counting)
+    monkeypatch.setattr(incremental, "parse_feed", counting)
     return calls
 
 

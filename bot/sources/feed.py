@@ -22,7 +22,7 @@ import re
 import time
 import xml.sax
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any, Final
@@ -76,6 +76,9 @@ class ParsedEntry:
     published: datetime | None
     # the feedparser entry, read by build_item(); left out of ==, hash() and repr()
     raw: Any = field(compare=False, repr=False)
+    # Sources parsed without feedparser (JSON APIs) build their Item up front;
+    # build_item() then returns it as is, apart from the link-uniqueness rule.
+    item: Item | None = field(default=None, compare=False, repr=False)
 
 
 EntryRef = tuple[str, str | None]
@@ -777,6 +780,8 @@ def build_item(feed: ParsedFeed, entry: ParsedEntry, *, link_is_unique: bool = T
     ``link_is_unique=False`` (several entries of the document share the link)
     leaves ``link_norm`` empty so the link is not used as a duplicate guard.
     """
+    if entry.item is not None:
+        return entry.item if link_is_unique else replace(entry.item, link_norm=None)
     raw = entry.raw
     body = _longest_body(raw)
     summary, inline_image = (
