@@ -101,12 +101,12 @@ def parse_changed(
             counts, firsts = _link_counts(refs)
             new_keys = {refs[i][0] for i in firsts if i in position}
             candidates = tuple(e for e in parsed.entries if e.key in new_keys)
-            seen = SeenEntries(context, dict(zip(fingerprints, refs, strict=True)))
-            return ChangedDocument(parsed, candidates, counts, seen, reduced=True)
+            remembered = SeenEntries(context, dict(zip(fingerprints, refs, strict=True)))
+            return ChangedDocument(parsed, candidates, counts, remembered, reduced=True)
 
     parsed = parse_feed(body, url=url, headers=headers)
     counts, _ = _link_counts(list(parsed.raw_refs))
-    seen = None
+    seen: SeenEntries | None = None
     if split is not None and len(fingerprints) == len(parsed.raw_refs):
         seen = SeenEntries(context, dict(zip(fingerprints, parsed.raw_refs, strict=True)))
     return ChangedDocument(parsed, parsed.entries, counts, seen, reduced=False)
