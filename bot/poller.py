@@ -11,18 +11,25 @@ import functools
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from bot.models import Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
 from bot.sources.incremental import ChangedDocument, SeenEntries, parse_changed
 from bot.sources.resolve import fetch_source
-from bot.storage.store import DueSource, FeedMeta, PollOutcome, Store
-from bot.tasks import finish_or_cancel
+from bot.storage.store import (
+    DueSource,
+    FeedMeta,
+    PollOutcome,
+    PollRecord,
+    RecordedPoll,
+    Store,
+)
+from bot.tasks import GroupCommit, finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,14 @@ class PollSettings:
     claim_lease: float = 300.0
     # Outcomes without new items are written in batches of this size.
     outcome_batch: int = 200
+    # Changed sources are committed together ("group commit"): a batch is written
+    # when it holds this many polls or its oldest has waited record_delay seconds.
+    record_batch: int = 32
+    record_delay: float = 0.05
+    # A partially parsed document with at most this many unseen entries has them
+    # built right away and checked against storage inside the write; with more
+    # (a feed that rewrites every entry each time), what is known is read first.
+    build_before_check: int = 5
 
 
 # -- pure decisions ---------------------------------------------------------------
@@ -110,11 +125,45 @@ def select_new(
     return oldest_first(new)
 
 
-def oldest_first(entries: Sequence[ParsedEntry]) -> list[ParsedEntry]:
+class _Dated(Protocol):
+    @property
+    def published(self) -> datetime | None: ...
+
+
+D = TypeVar("D", bound=_Dated)
+
+
+def oldest_first(entries: Sequence[D]) -> list[D]:
     """By date when every entry has one; else reverse document order (feeds list newest first)."""
     if entries and all(entry.published is not None for entry in entries):
         return sorted(entries, key=lambda entry: entry.published or T_MIN)
     return list(reversed(entries))
+
+
+def choose_new(
+    items_in_document_order: Sequence[Item],
+    known_keys: set[str],
+    known_links: set[str],
+    *,
+    cap: int,
+    first_poll: bool,
+) -> tuple[list[Item], set[str]]:
+    """The items not seen before (oldest first) and the keys to deliver.
+
+    Same rule as :func:`select_new` (an item's ``link_norm`` is only set when
+    the link is unique in the document) and :func:`keys_to_queue`; a first
+    poll delivers nothing, it only learns what exists.
+    """
+    new = oldest_first(
+        [
+            item
+            for item in items_in_document_order
+            if item.key not in known_keys and not (item.link_norm and item.link_norm in known_links)
+        ]
+    )
+    if first_poll or cap <= 0:
+        return new, set()
+    return new, {item.key for item in new[-cap:]}
 
 
 def build_items(
@@ -130,6 +179,22 @@ def build_items(
 def keys_to_queue(new_oldest_first: Sequence[ParsedEntry], cap: int) -> set[str]:
     """The keys to deliver: all new ones, or the newest ``cap`` on a flood."""
     return {entry.key for entry in new_oldest_first[-cap:]} if cap > 0 else set()
+
+
+def _parse_for_poll(
+    body: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    previous: SeenEntries | None,
+    build_limit: int,
+) -> tuple[ChangedDocument, list[Item] | None]:
+    """Parse (in a worker thread) and, when only a few entries are unseen, build them too."""
+    document = parse_changed(body, url=url, headers=headers, previous=previous)
+    parsed = document.parsed
+    if parsed is None or not document.reduced or len(document.candidates) > build_limit:
+        return document, None
+    return document, build_items(parsed, document.candidates, document.link_counts)
 
 
 # -- the poller ------------------------------------------------------------------------
@@ -171,6 +236,13 @@ class Poller:
         # Per source, the entries of the last document this process handled: the
         # next changed body is parsed without them (bot.sources.incremental).
         self._seen: dict[int, SeenEntries] = {}
+        # Changed sources are written together, a handful of statements per group.
+        self._records: GroupCommit[PollRecord, RecordedPoll] = GroupCommit(
+            store.record_polls,
+            size=settings.record_batch,
+            delay=settings.record_delay,
+            name="poll-records",
+        )
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -232,6 +304,8 @@ class Poller:
         await self.flush()
 
     async def flush(self) -> None:
+        """Write buffered outcomes and any changed sources waiting for their group commit."""
+        await self._records.drain()
         async with self._flush_lock:
             outcomes, self._outcomes = self._outcomes, []
             await self.store.record_outcomes(outcomes)
@@ -289,12 +363,13 @@ class Poller:
         # initialised: a first poll must look at (and store) every entry.
         previous = self._seen.get(source.id) if source.initialized else None
         try:
-            document = await asyncio.to_thread(
-                parse_changed,
+            document, built = await asyncio.to_thread(
+                _parse_for_poll,
                 result.body,
                 url=result.url,
                 headers=result.headers,
                 previous=previous,
+                build_limit=self.settings.build_before_check,
             )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)
@@ -303,7 +378,7 @@ class Poller:
             self._outcomes.append(outcome)
             self._remember(source.id, document)
             return PollResult(source.id, source.url, "unchanged")
-        polled = await self._record(source, document.parsed, document, outcome)
+        polled = await self._record(source, document.parsed, document, built, outcome)
         self._remember(source.id, document)
         return polled
 
@@ -314,49 +389,64 @@ class Poller:
             self._seen[source_id] = document.seen
 
     async def _record(
-        self, source: DueSource, parsed: ParsedFeed, document: ChangedDocument, outcome: PollOutcome
+        self,
+        source: DueSource,
+        parsed: ParsedFeed,
+        document: ChangedDocument,
+        built: list[Item] | None,
+        outcome: PollOutcome,
     ) -> PollResult:
-        entries = document.candidates
         counts = document.link_counts
-        unique_links = [e.link_norm for e in entries if e.link_norm and counts[e.link_norm] == 1]
-        known_keys, known_links = await self.store.known_items(
-            source.id, [e.key for e in entries], unique_links
-        )
-        new = select_new(entries, known_keys, known_links, counts)
         first_poll = not source.initialized
-        queue = set() if first_poll else keys_to_queue(new, self.settings.max_new_per_poll)
-        if not first_poll and len(new) > self.settings.max_new_per_poll:
+        if built is None:
+            # Many candidates: read what is known first, so only new entries pay
+            # for HTML-to-markdown (a first poll can take seconds otherwise).
+            entries = document.candidates
+            unique_links = [
+                e.link_norm for e in entries if e.link_norm and counts[e.link_norm] == 1
+            ]
+            known_keys, known_links = await self.store.known_items(
+                source.id, [e.key for e in entries], unique_links
+            )
+            new_keys = {e.key for e in select_new(entries, known_keys, known_links, counts)}
+            new_entries = [e for e in entries if e.key in new_keys]
+            built = (
+                await asyncio.to_thread(build_items, parsed, new_entries, counts)
+                if new_entries
+                else []
+            )
+        cap = self.settings.max_new_per_poll
+        info = parsed.info
+        recorded = await self._records.submit(
+            PollRecord(
+                source.id,
+                built,
+                outcome=outcome,
+                meta=FeedMeta(info.title, info.link, info.icon, info.kind),
+                first_poll=first_poll,
+                choose=functools.partial(choose_new, built, cap=cap, first_poll=first_poll),
+            )
+        )
+        if not first_poll and recorded.chosen > cap:
             log.warning(
                 "flood cap source=%d url=%s new=%d posting=%d reason=%s",
                 source.id,
                 source.url,
-                len(new),
-                len(queue),
+                recorded.chosen,
+                cap,
                 "more new items than polling.max_new_per_poll; the publisher may have "
                 "rewritten its ids; the rest are marked seen",
             )
-        # Building an Item converts HTML to markdown: only worth it for new entries,
-        # and CPU-heavy enough (a first poll can take seconds) to keep off the loop.
-        new_items = await asyncio.to_thread(build_items, parsed, new, counts) if new else []
-        info = parsed.info
-        queued = await self.store.record_items(
-            source.id,
-            new_items,
-            to_queue=queue,
-            outcome=outcome,
-            meta=FeedMeta(info.title, info.link, info.icon, info.kind),
-            first_poll=first_poll,
-        )
-        if new_items:
+        if recorded.new_items:
             log.info(
                 "new items source=%d new=%d queued=%d first_poll=%s",
                 source.id,
-                len(new_items),
-                queued,
+                recorded.new_items,
+                recorded.queued,
                 first_poll,
             )
-        status: Literal["new", "unchanged"] = "new" if new_items else "unchanged"
-        return PollResult(source.id, source.url, status, len(new_items), queued)
+        status: Literal["new", "unchanged"] = "new" if recorded.new_items else "unchanged"
+        return PollResult(source.id, source.url, status, recorded.new_items, recorded.queued)
 
     async def _failed(self, source: DueSource, error: str, retry_after: float | None) -> PollResult:
         failures = source.consecutive_failures + 1

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 async def finish_or_cancel(tasks: Iterable[asyncio.Task[object]], grace: float) -> None:
@@ -17,3 +21,82 @@ async def finish_or_cancel(tasks: Iterable[asyncio.Task[object]], grace: float) 
         task.cancel()
     if pending:
         await asyncio.wait(pending)
+
+
+class GroupCommit(Generic[R, T]):
+    """Write requests from many tasks together: one transaction for a whole group.
+
+    Each :meth:`submit` waits for its own result. A group is written when it holds
+    ``size`` requests or its oldest has waited ``delay`` seconds. If the group's
+    write fails, each request is written alone, so one bad request fails only
+    its own submitter.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[R]], Awaitable[Sequence[T]]],
+        *,
+        size: int,
+        delay: float,
+        name: str,
+    ) -> None:
+        self._write = write
+        self._size = max(1, size)
+        self._delay = delay
+        self._name = name
+        self._pending: list[tuple[R, asyncio.Future[T]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def submit(self, request: R) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((request, future))
+        if len(self._pending) >= self._size:
+            self._start()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._delay, self._start)
+        return await future
+
+    async def drain(self) -> None:
+        """Write what is pending now and wait for every write under way."""
+        self._start()
+        if self._writes:
+            await asyncio.wait(list(self._writes))
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        group, self._pending = self._pending, []
+        if group:
+            task = asyncio.create_task(self._write_group(group), name=self._name)
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write_group(self, group: list[tuple[R, asyncio.Future[T]]]) -> None:
+        try:
+            results = await self._write([request for request, _ in group])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exc)
+                return
+            for request, future in group:
+                try:
+                    (result,) = await self._write([request])
+                except Exception as single:
+                    _settle(future, single)
+                else:
+                    _settle(future, result)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    if future.done():  # its submitter was cancelled (a stop); the write stands
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

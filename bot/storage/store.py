@@ -8,10 +8,10 @@ well under a millisecond of CPU per source.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +22,7 @@ from bot.storage.db import Database
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 sources = SourceRow.__table__  # type: ignore[attr-defined]
 subscriptions = SubscriptionRow.__table__  # type: ignore[attr-defined]
@@ -68,6 +69,32 @@ class FeedMeta:
     site_link: str | None
     icon_url: str | None
     kind: str
+
+
+Chooser = Callable[[set[str], set[str]], tuple[list[Item], set[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PollRecord:
+    """One changed source's poll, for :meth:`Store.record_polls`."""
+
+    source_id: int
+    items: Sequence[Item]
+    outcome: PollOutcome
+    meta: FeedMeta | None
+    first_poll: bool
+    # Given the item keys and unique links the source already has (read inside the
+    # transaction), which items are new, oldest first, and which keys to queue.
+    # None: insert ``items`` as they are and queue ``to_queue``.
+    choose: Chooser | None = None
+    to_queue: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPoll:
+    new_items: int  # items inserted (another process may have inserted some first)
+    queued: int  # outbox rows queued
+    chosen: int  # items ``choose`` found new
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,93 +345,200 @@ class Store:
         meta: FeedMeta | None,
         first_poll: bool,
     ) -> int:
-        """In ONE transaction: insert ``new_items`` (oldest first) as seen, queue an
-        outbox row per active subscription for the keys in ``to_queue``, and store
-        the poll outcome. Returns the number of outbox rows queued.
+        """One source's :meth:`record_polls`: insert ``new_items`` (oldest first),
+        queue the keys in ``to_queue``, store the outcome. Returns the rows queued."""
+        record = PollRecord(
+            source_id,
+            new_items,
+            outcome=outcome,
+            meta=meta,
+            first_poll=first_poll,
+            to_queue=frozenset(to_queue),
+        )
+        (recorded,) = await self.record_polls([record])
+        return recorded.queued
 
-        A crash before the commit records nothing (the next poll finds the items
+    async def record_polls(self, records: Sequence[PollRecord]) -> list[RecordedPoll]:
+        """In ONE transaction, for each changed source: insert its new items as seen,
+        queue an outbox row per active subscription for the chosen keys, and store
+        the poll outcome. A handful of statements serve the whole batch.
+
+        A crash before the commit records nothing (the next polls find the items
         again); after it, they are both seen and queued. Items another process
         inserted meanwhile are skipped by the unique constraint.
         """
-        now = outcome.polled_at
-        queued = 0
+        if not records:
+            return []
         async with self.db.write() as conn:
-            inserted: dict[str, int] = {}
-            if new_items:
+            known_keys, known_links = await self._known_in_batch(
+                conn, [r for r in records if r.choose is not None and r.items]
+            )
+            plans: list[tuple[PollRecord, list[Item], set[str]]] = []
+            for record in records:
+                if record.choose is None:
+                    plans.append((record, list(record.items), set(record.to_queue)))
+                else:
+                    new, queue = record.choose(
+                        known_keys.get(record.source_id, set()),
+                        known_links.get(record.source_id, set()),
+                    )
+                    plans.append((record, new, queue))
+
+            inserted: dict[tuple[int, str], int] = {}
+            item_rows = [
+                _item_values(record.source_id, item, record.outcome.polled_at)
+                for record, new, _ in plans
+                for item in new
+            ]
+            if item_rows:
                 stmt = (
                     self._insert(items)
                     .on_conflict_do_nothing(index_elements=["source_id", "item_key"])
-                    .returning(items.c.id, items.c.item_key)
+                    .returning(items.c.id, items.c.source_id, items.c.item_key)
                 )
-                rows = [_item_values(source_id, item, now) for item in new_items]
                 # executemany + RETURNING runs as batched multi-row INSERTs
                 # ("insertmanyvalues") on both SQLite and psycopg.
-                result = await conn.execute(stmt, rows)
-                inserted = {str(key): int(item_id) for item_id, key in result.all()}
-            queue_ids = [
-                inserted[i.key] for i in new_items if i.key in to_queue and i.key in inserted
-            ]
-            subs = await self._active_subscription_ids(conn, source_id)
-            if first_poll:
-                queued += await self._queue_backfill(conn, source_id, now)
-            elif queue_ids and subs:
-                queued += await self._queue(conn, subs, queue_ids, now)
-            values: dict[str, Any] = {
-                "last_polled_at": now,
-                "last_success_at": now,
-                "next_poll_at": outcome.next_poll_at,
-                "claimed_until": None,
-                "consecutive_failures": 0,
-                "failing_since": None,
-                "last_error": None,
-                "etag": outcome.etag,
-                "last_modified": outcome.last_modified,
-                "body_hash": outcome.body_hash,
-                "initialized": True,
-            }
-            if meta is not None:
-                values.update(
-                    title=meta.title,
-                    site_link=meta.site_link,
-                    icon_url=meta.icon_url,
-                    kind=meta.kind,
-                )
-            newest = max((i.published for i in new_items if i.published), default=None)
-            if newest is not None:
-                values["newest_item_at"] = func.coalesce(
-                    func.max(sources.c.newest_item_at, newest)
-                    if self.db.dialect == "sqlite"
-                    else func.greatest(sources.c.newest_item_at, newest),
-                    newest,
-                )
-            await conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
-        return queued
+                result = await conn.execute(stmt, item_rows)
+                inserted = {(int(sid), str(key)): int(iid) for iid, sid, key in result.all()}
 
-    async def _active_subscription_ids(self, conn: AsyncConnection, source_id: int) -> list[int]:
-        result = await conn.execute(
-            select(subscriptions.c.id).where(
-                subscriptions.c.source_id == source_id,
-                subscriptions.c.enabled.is_(True),
-                subscriptions.c.paused.is_(False),
+            wanting = sorted({r.source_id for r, _, queue in plans if queue and not r.first_poll})
+            subs = await self._active_subscriptions_of(conn, wanting)
+            outbox_rows: list[dict[str, Any]] = []
+            results: list[RecordedPoll] = []
+            for record, new, queue in plans:
+                sid, now = record.source_id, record.outcome.polled_at
+                fresh = sum(1 for item in new if (sid, item.key) in inserted)
+                if record.first_poll:
+                    queued = await self._queue_backfill(conn, sid, now)
+                else:
+                    ids = [
+                        inserted[(sid, item.key)]
+                        for item in new
+                        if item.key in queue and (sid, item.key) in inserted
+                    ]
+                    rows = _outbox_values(subs.get(sid, ()), ids, now)
+                    outbox_rows.extend(rows)
+                    queued = len(rows)
+                results.append(RecordedPoll(new_items=fresh, queued=queued, chosen=len(new)))
+            if outbox_rows:
+                await conn.execute(
+                    self._insert(outbox).on_conflict_do_nothing(
+                        index_elements=["subscription_id", "item_id"]
+                    ),
+                    outbox_rows,
+                )
+            await self._record_changed(conn, [(record, new) for record, new, _ in plans])
+        return results
+
+    async def _known_in_batch(
+        self, conn: AsyncConnection, records: Sequence[PollRecord]
+    ) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+        """Per source, which of the records' item keys and unique links it already has."""
+        known_keys: dict[int, set[str]] = {}
+        known_links: dict[int, set[str]] = {}
+        if not records:
+            return known_keys, known_links
+        source_ids = sorted({r.source_id for r in records})
+        keys = sorted({item.key for r in records for item in r.items})
+        links = sorted({item.link_norm for r in records for item in r.items if item.link_norm})
+        for column, values, into in (
+            (items.c.item_key, keys, known_keys),
+            (items.c.link_norm, links, known_links),
+        ):
+            for chunk in _chunks(values, 500):
+                result = await conn.execute(
+                    select(items.c.source_id, column).where(
+                        items.c.source_id.in_(source_ids), column.in_(chunk)
+                    )
+                )
+                for sid, value in result:
+                    into.setdefault(int(sid), set()).add(str(value))
+        return known_keys, known_links
+
+    async def _active_subscriptions_of(
+        self, conn: AsyncConnection, source_ids: Sequence[int]
+    ) -> dict[int, list[int]]:
+        found: dict[int, list[int]] = {}
+        for chunk in _chunks(source_ids, 500):
+            result = await conn.execute(
+                select(subscriptions.c.source_id, subscriptions.c.id)
+                .where(
+                    subscriptions.c.source_id.in_(chunk),
+                    subscriptions.c.enabled.is_(True),
+                    subscriptions.c.paused.is_(False),
+                )
+                .order_by(subscriptions.c.id)
             )
+            for sid, sub_id in result:
+                found.setdefault(int(sid), []).append(int(sub_id))
+        return found
+
+    async def _record_changed(
+        self, conn: AsyncConnection, done: Sequence[tuple[PollRecord, Sequence[Item]]]
+    ) -> None:
+        """The outcome (and feed metadata) of each changed source: one executemany."""
+        newest_param = bindparam("b_newest", type_=sources.c.newest_item_at.type)
+        larger = func.max if self.db.dialect == "sqlite" else func.greatest
+        values: dict[str, Any] = {
+            "last_polled_at": bindparam("b_polled"),
+            "last_success_at": bindparam("b_polled"),
+            "next_poll_at": bindparam("b_next"),
+            "claimed_until": None,
+            "consecutive_failures": 0,
+            "failing_since": None,
+            "last_error": None,
+            "etag": bindparam("b_etag"),
+            "last_modified": bindparam("b_lm"),
+            "body_hash": bindparam("b_hash"),
+            "initialized": True,
+            # SQLite's max() is NULL if either side is; PostgreSQL's greatest() skips NULLs.
+            "newest_item_at": func.coalesce(
+                larger(sources.c.newest_item_at, newest_param),
+                newest_param,
+                sources.c.newest_item_at,
+            ),
+        }
+        with_meta = dict(
+            values,
+            title=bindparam("b_title"),
+            site_link=bindparam("b_site"),
+            icon_url=bindparam("b_icon"),
+            kind=bindparam("b_kind"),
         )
-        return [int(r[0]) for r in result]
+        for shaped, group in (
+            (with_meta, [(r, new) for r, new in done if r.meta is not None]),
+            (values, [(r, new) for r, new in done if r.meta is None]),
+        ):
+            if not group:
+                continue
+            params = []
+            for record, new in group:
+                outcome = record.outcome
+                row: dict[str, Any] = {
+                    "b_id": record.source_id,
+                    "b_polled": outcome.polled_at,
+                    "b_next": outcome.next_poll_at,
+                    "b_etag": outcome.etag,
+                    "b_lm": outcome.last_modified,
+                    "b_hash": outcome.body_hash,
+                    "b_newest": max((i.published for i in new if i.published), default=None),
+                }
+                if record.meta is not None:
+                    row.update(
+                        b_title=record.meta.title,
+                        b_site=record.meta.site_link,
+                        b_icon=record.meta.icon_url,
+                        b_kind=record.meta.kind,
+                    )
+                params.append(row)
+            await conn.execute(
+                update(sources).where(sources.c.id == bindparam("b_id")).values(**shaped), params
+            )
 
     async def _queue(
         self, conn: AsyncConnection, sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
     ) -> int:
-        rows = [
-            {
-                "subscription_id": s,
-                "item_id": i,
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for s in sub_ids
-            for i in item_ids
-        ]
+        rows = _outbox_values(sub_ids, item_ids, now)
         if not rows:
             return 0
         stmt = self._insert(outbox).on_conflict_do_nothing(
@@ -1213,6 +1347,23 @@ def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
     }
 
 
-def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+def _outbox_values(
+    sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "subscription_id": s,
+            "item_id": i,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for s in sub_ids
+        for i in item_ids
+    ]
+
+
+def _chunks(values: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
