@@ -11,6 +11,7 @@ rows and ``gc.collect()`` happen outside the measured region.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import logging
@@ -44,6 +45,10 @@ class CycleStats:
     outbox_delta: int | None = None
     maxrss_mb: float = 0.0
     traced_peak_mb: float | None = None
+    # With delivery: the poll alone (wall, CPU) and what was sent to the fake Discord.
+    poll_wall: float | None = None
+    poll_cpu: float | None = None
+    sent_messages: int | None = None
 
     @property
     def cpu_per_source_ms(self) -> float:
@@ -76,6 +81,10 @@ class Meter:
             tracemalloc.reset_peak()
         self._wall = time.perf_counter()
         self._cpu = time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        """Wall and CPU seconds since start(), without stopping."""
+        return time.perf_counter() - self._wall, time.process_time() - self._cpu
 
     def stop(self, label: str, n: int, **kw: object) -> CycleStats:
         wall = time.perf_counter() - self._wall
@@ -119,6 +128,11 @@ class FeedhookParams:
     db_file: str | None = None
     # After the first poll, write one snapshot per class with only that class subscribed.
     snapshot_classes: bool = False
+    # Also deliver every queued item to a fake Discord (its own process), inside the cycle.
+    deliver: bool = False
+    # The first N cycles are a warm-up (a new process remembers no entries: see
+    # bot.sources.incremental), reported apart from the measured ones.
+    warm_cycles: int = 0
 
 
 class _LogTally(logging.Handler):
@@ -176,13 +190,28 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
     db = Database(f"sqlite:///{db_path}")
     await db.upgrade()
     store = Store(db)
+    discord = _FakeDiscordProcess(len(p.indexes)) if p.deliver else None
     if fresh:
+        targets = (
+            [WebhookTarget(webhook_id=hook_id, token=token) for hook_id, token in discord.hooks]
+            if discord is not None
+            else [WebhookTarget(webhook_id=10**9 + i, token=f"tok{i:06d}" * 8) for i in p.indexes]
+        )
         feeds = [
-            ConfigFeed(url=url, target=WebhookTarget(webhook_id=10**9 + i, token=f"tok{i:06d}" * 8))
-            for i, url in zip(p.indexes, urls, strict=True)
+            ConfigFeed(url=url, target=target) for url, target in zip(urls, targets, strict=True)
         ]
         await store.sync_config_feeds(feeds, now=now)
     result.setup_s = time.perf_counter() - started
+    deliverer = None
+    if discord is not None:
+        from bot.delivery import Deliverer, DeliverySettings
+
+        deliverer = Deliverer(
+            store,
+            DeliverySettings(api_base=discord.api_base, user_agent="feedhook-bench/0.1"),
+            clock=clock,
+        )
+        deliverer.open()
 
     settings = PollSettings(interval=p.interval, jitter=0.0, concurrency=p.concurrency)
     net = NetSettings(
@@ -194,10 +223,14 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
     async with aiohttp.ClientSession() as control, Fetcher(net) as fetcher:
         poller = Poller(store, fetcher, settings, clock=clock)
 
-        async def one_cycle(label: str) -> CycleStats:
+        async def one_cycle(label: str, *, deliver: bool = True) -> CycleStats:
             before = await _outbox_rows(store)
             meter.start()
             results = await poller.poll_due()
+            poll_wall, poll_cpu = meter.lap()
+            sent_before = deliverer.stats.sent_messages if deliverer else 0
+            if deliverer is not None and deliver:
+                await deliverer.deliver_due()
             stats = meter.stop(
                 label,
                 len(results),
@@ -205,6 +238,9 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
                 new_items=sum(r.new_items for r in results),
                 queued=sum(r.queued for r in results),
             )
+            if deliverer is not None and deliver:
+                stats.poll_wall, stats.poll_cpu = poll_wall, poll_cpu
+                stats.sent_messages = deliverer.stats.sent_messages - sent_before
             stats.outbox_delta = await _outbox_rows(store) - before
             failed = [r for r in results if r.status == "failed"]
             if failed:
@@ -219,9 +255,52 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
         for k in range(1, p.cycles + 1):
             await set_cycle(control, p.base_url, k)
             now += timedelta(seconds=p.interval + 1)
-            result.cycles.append(await one_cycle(f"cycle {k}"))
+            if k <= p.warm_cycles:
+                result.warmup = await one_cycle(f"cycle {k} (new process: nothing remembered)")
+            else:
+                result.cycles.append(await one_cycle(f"cycle {k}"))
+    if deliverer is not None:
+        await deliverer.close()
+        pending = await _outbox_pending(store)
+        if pending:
+            result.notes.append(f"{pending} outbox rows were left undelivered")
+    if discord is not None:
+        discord.stop()
     await db.dispose()
     return result
+
+
+async def _outbox_pending(store: object) -> int:
+    counts = await store.counts()  # type: ignore[attr-defined]
+    return int(counts.get("outbox_pending", 0)) + int(counts.get("outbox_sending", 0))
+
+
+class _FakeDiscordProcess:
+    """The fake Discord of bench.deliver (Discord's real rate limits), in a process of its
+    own so its CPU does not count: one webhook, in a channel of its own, per source."""
+
+    def __init__(self, n: int) -> None:
+        import multiprocessing as mp
+
+        from bench.deliver import LIMITS
+        from bench.deliver_fake import serve
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=serve, args=(child, [7_000_000 + i for i in range(n)], LIMITS), daemon=True
+        )
+        self._proc.start()
+        hello = self._conn.recv()
+        self.api_base: str = hello["api_base"]
+        self.hooks: list[tuple[int, str]] = [(int(h), str(t)) for h, t, _ in hello["webhooks"]]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 _INDEX = re.compile(r"/s/(\d+)\.xml$")

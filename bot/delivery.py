@@ -32,8 +32,8 @@ import aiohttp
 
 from bot.models import FeedInfo, SendError, WebhookTarget
 from bot.render import FORUM_TITLE_MAX, Message, render_batch, render_item, truncate
-from bot.storage.store import DeliveryJob, OutboxEntry, Store
-from bot.tasks import finish_or_cancel
+from bot.storage.store import DeliveryJob, OutboxEntry, SentMark, Store
+from bot.tasks import GroupCommit, finish_or_cancel
 from bot.webhooks import execute_url
 
 log = logging.getLogger(__name__)
@@ -267,6 +267,11 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.settings = settings
+        self._lease = timedelta(seconds=settings.lease)
+        # Posted messages are recorded together: one transaction per group, not per post.
+        self._sent: GroupCommit[SentMark, None] = GroupCommit(
+            store.mark_sent_many, size=settings.concurrency, delay=0.02, name="delivery-sent"
+        )
         self.clock = clock
         self.rng = rng
         self.limiter = limiter or RateLimiter(
@@ -365,13 +370,22 @@ class Deliverer:
         if tick is not None and tick is not asyncio.current_task() and not tick.done():
             await asyncio.wait([tick], timeout=grace)
         await finish_or_cancel(self._in_flight.values(), grace)
+        # A sender cancelled while its post was being recorded: the record still lands.
+        await self._sent.drain()
 
     async def _run_logged(self, job: DeliveryJob) -> None:
         try:
             current: DeliveryJob | None = job
             # Keep the subscription while it has due rows: its backlog then flows
             # at the webhook's pace instead of one batch per tick.
-            while current is not None and await self.run_job(current) and not self._stopping:
+            while (
+                current is not None
+                and await self.run_job(current)
+                and not self._stopping
+                # What was claimed was all that was pending: rows queued since are
+                # picked up by the next tick, without a claim that finds nothing.
+                and current.pending_total > len(current.entries)
+            ):
                 current = await self.store.claim_subscription(
                     current.subscription_id,
                     now=self.clock(),
@@ -419,12 +433,16 @@ class Deliverer:
                         entry.item.title or job.feed.title, FORUM_TITLE_MAX
                     )
                 queue.append((Message(body, 1), [entry]))
+        lease_until = job.lease_until
         while queue:
             message, rows = queue[0]
             if self._stopping:
                 await self._requeue(queue, error=None)
                 return False
-            await self._keep_lease(rows)
+            if lease_until is None or lease_until - self.clock() < self._lease / 2:
+                # Waiting on rate limits can outlast the claim: renew it for every
+                # row still held, so no other process checks them as in doubt.
+                lease_until = await self._keep_lease([r for _, held in queue for r in held])
             async with self._webhook_locks.setdefault(job.target.webhook_id, asyncio.Lock()):
                 dead = self._dead_webhooks.get((job.target.webhook_id, job.target.token))
                 result = (
@@ -436,7 +454,7 @@ class Deliverer:
             queue.popleft()
             ids = [r.id for r in rows]
             if result.kind == "sent":
-                await self.store.mark_sent(ids, message_id=result.message_id, now=self.clock())
+                await self._sent.submit(SentMark(tuple(ids), result.message_id, self.clock()))
                 self.stats.sent_messages += 1
                 self.stats.sent_items += len(rows)
                 if result.channel_id and job.channel_id is None and not job.target.thread_id:
@@ -576,12 +594,10 @@ class Deliverer:
         await self.store.learn_channel(job.subscription_id, channel_id)
         return channel_id
 
-    async def _keep_lease(self, rows: Sequence[OutboxEntry]) -> None:
-        # Waiting on rate limits can outlast the claim; renew it so no other
-        # process takes these rows for in-doubt ones while we still hold them.
-        await self.store.extend_lease(
-            [r.id for r in rows], until=self.clock() + timedelta(seconds=self.settings.lease)
-        )
+    async def _keep_lease(self, rows: Sequence[OutboxEntry]) -> datetime:
+        until = self.clock() + self._lease
+        await self.store.extend_lease([r.id for r in rows], until=until)
+        return until
 
     async def _requeue(
         self, queue: deque[tuple[Message, list[OutboxEntry]]], *, error: str | None

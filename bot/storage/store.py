@@ -98,6 +98,15 @@ class RecordedPoll:
 
 
 @dataclass(frozen=True, slots=True)
+class SentMark:
+    """Outbox rows Discord accepted, as one message."""
+
+    outbox_ids: tuple[int, ...]
+    message_id: int | None
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigFeed:
     url: str
     target: WebhookTarget
@@ -137,6 +146,8 @@ class DeliveryJob:
     feed: FeedInfo
     entries: tuple[OutboxEntry, ...]
     pending_total: int
+    # When the claim on ``entries`` lapses (another process may then take them).
+    lease_until: datetime | None = None
 
 
 class Store:
@@ -704,14 +715,9 @@ class Store:
             .limit(limit)
         )
         candidates = self._claimable(candidates, subscriptions.c.id, exclude, of=subscriptions)
-        jobs: list[DeliveryJob] = []
         async with self.db.write() as conn:
             sub_ids = [int(r[0]) for r in await conn.execute(candidates)]
-            for sub_id in sub_ids:
-                job = await self._claim_for_subscription(conn, sub_id, now, batch, lease)
-                if job is not None:
-                    jobs.append(job)
-        return jobs
+            return await self._claim_for_subscriptions(conn, sub_ids, now, batch, lease)
 
     async def claim_subscription(
         self, subscription_id: int, *, now: datetime, batch: int, lease: timedelta
@@ -732,84 +738,133 @@ class Store:
     async def _claim_for_subscription(
         self, conn: AsyncConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
     ) -> DeliveryJob | None:
-        head = (
-            await conn.execute(
-                select(
-                    outbox.c.id,
-                    outbox.c.state,
-                    outbox.c.next_attempt_at,
-                    outbox.c.lease_until,
-                    outbox.c.attempts,
-                    outbox.c.created_at,
-                )
-                .where(
-                    outbox.c.subscription_id == sub_id,
-                    outbox.c.state.in_(("pending", "sending")),
-                )
-                .order_by(outbox.c.id)
-                .limit(batch)
+        jobs = await self._claim_for_subscriptions(conn, [sub_id], now, batch, lease)
+        return jobs[0] if jobs else None
+
+    async def _claim_for_subscriptions(
+        self,
+        conn: AsyncConnection,
+        sub_ids: Sequence[int],
+        now: datetime,
+        batch: int,
+        lease: timedelta,
+    ) -> list[DeliveryJob]:
+        """Claim the leading due rows (up to ``batch``) of each subscription.
+
+        A fixed handful of statements for any number of subscriptions: the claim
+        runs for every free sender slot, so it must not cost a round trip each.
+        """
+        if not sub_ids:
+            return []
+        position = (
+            func.row_number()
+            .over(partition_by=outbox.c.subscription_id, order_by=outbox.c.id)
+            .label("position")
+        )
+        queued = (
+            select(
+                outbox.c.subscription_id,
+                outbox.c.id,
+                outbox.c.state,
+                outbox.c.next_attempt_at,
+                outbox.c.lease_until,
+                outbox.c.attempts,
+                outbox.c.created_at,
+                position,
             )
-        ).all()
+            .where(
+                outbox.c.subscription_id.in_(list(sub_ids)),
+                outbox.c.state.in_(("pending", "sending")),
+            )
+            .subquery()
+        )
+        head = await conn.execute(
+            select(*[c for c in queued.c if c.name != "position"])
+            .where(queued.c.position <= batch)
+            .order_by(queued.c.subscription_id, queued.c.id)
+        )
         # Only the leading due rows: a row waiting for a retry holds back the
         # ones after it, so the channel never reads out of order.
-        claimed: list[tuple[int, bool, int, datetime]] = []
-        for row_id, state, next_at, lease_until, attempts, created in head:
+        claimed: dict[int, list[tuple[int, bool, int, datetime]]] = {}
+        held_back: set[int] = set()
+        for sub_id, row_id, state, next_at, lease_until, attempts, created in head:
+            sub = int(sub_id)
+            if sub in held_back:
+                continue
             in_doubt = state == "sending"
-            if in_doubt and lease_until is not None and lease_until > now:
-                break
-            if not in_doubt and next_at > now:
-                break
-            claimed.append((int(row_id), in_doubt, int(attempts), created))
+            if (in_doubt and lease_until is not None and lease_until > now) or (
+                not in_doubt and next_at > now
+            ):
+                held_back.add(sub)
+                continue
+            claimed.setdefault(sub, []).append((int(row_id), in_doubt, int(attempts), created))
         if not claimed:
-            return None
-        ids = [c[0] for c in claimed]
-        await conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_(ids))
-            .values(state="sending", lease_until=now + lease)
-        )
-        pending_total = (
+            return []
+        ids = [row[0] for rows in claimed.values() for row in rows]
+        for chunk in _chunks(ids, 500):
             await conn.execute(
-                select(func.count()).where(
-                    outbox.c.subscription_id == sub_id, outbox.c.state.in_(("pending", "sending"))
-                )
+                update(outbox)
+                .where(outbox.c.id.in_(chunk))
+                .values(state="sending", lease_until=now + lease)
             )
-        ).scalar_one()
-        route = await self._route(conn, sub_id)
-        assert route is not None, "a claimed subscription exists"
-        item_rows = {
-            int(r.outbox_id): r
+        subs = sorted(claimed)
+        pending_totals = {
+            int(sub): int(count)
+            for sub, count in await conn.execute(
+                select(outbox.c.subscription_id, func.count())
+                .where(
+                    outbox.c.subscription_id.in_(subs),
+                    outbox.c.state.in_(("pending", "sending")),
+                )
+                .group_by(outbox.c.subscription_id)
+            )
+        }
+        routes = await self._routes(conn, subs)
+        item_rows: dict[int, Any] = {}
+        for chunk in _chunks(ids, 500):
             for r in await conn.execute(
                 select(outbox.c.id.label("outbox_id"), *_ITEM_COLUMNS)
                 .join(items, items.c.id == outbox.c.item_id)
-                .where(outbox.c.id.in_(ids))
+                .where(outbox.c.id.in_(chunk))
+            ):
+                item_rows[int(r.outbox_id)] = r
+        jobs = []
+        for sub in subs:
+            route = routes[sub]
+            entries = tuple(
+                OutboxEntry(
+                    id=row_id,
+                    item=_item_from_row(item_rows[row_id]),
+                    attempts=attempts,
+                    created_at=created,
+                    in_doubt=in_doubt,
+                )
+                for row_id, in_doubt, attempts, created in claimed[sub]
             )
-        }
-        entries = tuple(
-            OutboxEntry(
-                id=row_id,
-                item=_item_from_row(item_rows[row_id]),
-                attempts=attempts,
-                created_at=created,
-                in_doubt=in_doubt,
+            jobs.append(
+                DeliveryJob(
+                    subscription_id=sub,
+                    target=route.target,
+                    channel_id=route.channel_id,
+                    options=route.options,
+                    feed=route.feed,
+                    entries=entries,
+                    pending_total=pending_totals.get(sub, len(entries)),
+                    lease_until=now + lease,
+                )
             )
-            for row_id, in_doubt, attempts, created in claimed
-        )
-        return DeliveryJob(
-            subscription_id=sub_id,
-            target=route.target,
-            channel_id=route.channel_id,
-            options=route.options,
-            feed=route.feed,
-            entries=entries,
-            pending_total=int(pending_total),
-        )
+        return jobs
 
     async def _route(self, conn: AsyncConnection, sub_id: int) -> _Route | None:
         """Where a subscription posts and as what."""
-        row = (
-            await conn.execute(
+        return (await self._routes(conn, [sub_id])).get(sub_id)
+
+    async def _routes(self, conn: AsyncConnection, sub_ids: Sequence[int]) -> dict[int, _Route]:
+        found: dict[int, _Route] = {}
+        for chunk in _chunks(sub_ids, 500):
+            rows = await conn.execute(
                 select(
+                    subscriptions.c.id,
                     subscriptions.c.source_id,
                     subscriptions.c.webhook_id,
                     subscriptions.c.webhook_token,
@@ -823,48 +878,60 @@ class Store:
                     sources.c.url,
                 )
                 .join(sources, sources.c.id == subscriptions.c.source_id)
-                .where(subscriptions.c.id == sub_id)
+                .where(subscriptions.c.id.in_(chunk))
             )
-        ).first()
-        if row is None:
-            return None
-        (
-            source_id,
-            webhook_id,
-            token,
-            thread_id,
-            channel_id,
-            options,
-            title,
-            site,
-            icon,
-            kind,
-            url,
-        ) = row
-        return _Route(
-            source_id=int(source_id),
-            target=WebhookTarget(int(webhook_id), str(token), int(thread_id) or None),
-            channel_id=int(channel_id) if channel_id is not None else None,
-            options=dict(options or {}),
-            feed=FeedInfo(title=title or url, link=site, icon=icon, kind=kind),
-        )
+            for row in rows:
+                (
+                    sub_id,
+                    source_id,
+                    webhook_id,
+                    token,
+                    thread_id,
+                    channel_id,
+                    options,
+                    title,
+                    site,
+                    icon,
+                    kind,
+                    url,
+                ) = row
+                found[int(sub_id)] = _Route(
+                    source_id=int(source_id),
+                    target=WebhookTarget(int(webhook_id), str(token), int(thread_id) or None),
+                    channel_id=int(channel_id) if channel_id is not None else None,
+                    options=dict(options or {}),
+                    feed=FeedInfo(title=title or url, link=site, icon=icon, kind=kind),
+                )
+        return found
 
     async def mark_sent(
         self, outbox_ids: Sequence[int], *, message_id: int | None, now: datetime
     ) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(outbox_ids)))
-                .values(
-                    state="sent",
-                    message_id=message_id,
-                    sent_at=now,
-                    lease_until=None,
-                    attempts=outbox.c.attempts + 1,
-                    last_error=None,
+        await self.mark_sent_many([SentMark(tuple(outbox_ids), message_id, now)])
+
+    async def mark_sent_many(self, marks: Sequence[SentMark]) -> list[None]:
+        """Record many posted messages in one transaction (the deliverer's group commit)."""
+        params = [
+            {"b_id": row_id, "b_message": mark.message_id, "b_now": mark.sent_at}
+            for mark in marks
+            for row_id in mark.outbox_ids
+        ]
+        if params:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(
+                        state="sent",
+                        message_id=bindparam("b_message"),
+                        sent_at=bindparam("b_now"),
+                        lease_until=None,
+                        attempts=outbox.c.attempts + 1,
+                        last_error=None,
+                    ),
+                    params,
                 )
-            )
+        return [None] * len(marks)
 
     async def reschedule(
         self,
