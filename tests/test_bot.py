@@ -192,8 +192,12 @@ async def test_stale_sources_are_flagged_in_list_and_status(world: World) -> Non
     world.feeds.docs["/fresh.xml"] = Doc(
         rss_at(hourly, title="Live Feed", newest=now, gap=timedelta(hours=1))
     )
-    assert "Subscribed" in await world.run("add", url=feed_url(world, "/stale.xml"))
-    assert "Subscribed" in await world.run("add", url=feed_url(world, "/fresh.xml"))
+    # /feed add's first option (issue 5 renames "url" to "source"): read it from the sync
+    (feed,) = world.fake.synced_commands(GUILD)
+    (add,) = [c for c in feed["options"] if c["name"] == "add"]
+    option = add["options"][0]["name"]
+    for path in ("/stale.xml", "/fresh.xml"):
+        assert "Subscribed" in await world.run("add", **{option: feed_url(world, path)})
     await asyncio.sleep(1.5)  # the first polls store the items
     listing = await world.run("list")
     stale_line, fresh_line = listing.splitlines()
