@@ -17,6 +17,7 @@ from bot.delivery import Deliverer, DeliverySettings
 from bot.net import Fetcher, NetSettings
 from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.services import FeedService, ServiceSettings
+from bot.staleness import WINDOW, StaleWatch
 from bot.storage.db import Database
 from bot.storage.store import ConfigFeed, Store
 
@@ -40,6 +41,7 @@ USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 # source's own interval, so this only bounds how late a due poll can start.
 MAX_TICK_SECONDS = 5.0
 DELIVERY_TICK_SECONDS = 0.5
+STALE_CHECK_SECONDS = 600.0
 STOP_TIMEOUT = 8.0
 
 
@@ -117,6 +119,7 @@ class App:
         self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
         self.deliverer = Deliverer(self.store, delivery_settings(config), clock=clock)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.stale_watch = StaleWatch()
         self.bot: FeedhookBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
 
@@ -158,6 +161,16 @@ class App:
             next_run_time=self.clock(),
             misfire_grace_time=None,
         )
+        # Staleness is judged in hours and days: a look every few minutes is plenty.
+        self.scheduler.add_job(
+            self.check_staleness,
+            "interval",
+            seconds=STALE_CHECK_SECONDS,
+            id="stale-check",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
         self.scheduler.start()
         if self.config.discord.token:
             await self._start_bot()
@@ -191,6 +204,16 @@ class App:
             raise BotError(str(exc)) from None
         self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
         self._bot_task.add_done_callback(_log_bot_exit)
+
+    async def check_staleness(self) -> set[int]:
+        """Log a warning for each source that turned stale since the last look."""
+        try:
+            health = await self.store.source_health()
+            times = await self.store.recent_item_times(per_source=WINDOW)
+        except Exception:
+            log.exception("staleness check failed")
+            return set()
+        return self.stale_watch.update(health, times, self.clock())
 
     async def stop(self) -> None:
         if self.bot is not None:

@@ -27,6 +27,7 @@ from bot.poller import build_items, link_counts
 from bot.render import render_item
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.store import Store
 
@@ -198,11 +199,17 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         store = Store(db)
         health = await store.source_health()
         counts = await store.counts()
+        times = await store.recent_item_times(per_source=WINDOW)
     finally:
         await db.dispose()
     now = datetime.now(UTC)
+    health = with_stale(health, times, now)
     queued = counts.get("outbox_pending", 0)
-    out.write(f"{len(health)} sources, {counts['items']} items seen, {queued} deliveries queued\n")
+    stale = sum(source.stale for source in health)
+    out.write(
+        f"{len(health)} sources{f' ({stale} stale)' if stale else ''}, {counts['items']} items "
+        f"seen, {queued} deliveries queued\n"
+    )
     for source in health:
         state = (
             "ok"
@@ -221,6 +228,9 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         )
         if source.last_error:
             out.write(f"  last error: {source.last_error}\n")
+        if source.stale:
+            newest = max(times[source.source_id])
+            out.write(f"  STALE: {stale_message(source.title or source.url, newest, now)}\n")
 
 
 # -- db ------------------------------------------------------------------------

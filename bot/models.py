@@ -75,6 +75,8 @@ class SourceHealth:
     newest_item_at: datetime | None
     next_poll_at: datetime | None
     subscriptions: int
+    # polls succeed but nothing new arrives for far longer than usual (bot.staleness)
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,8 @@ class SubscriptionView:
     last_error: str | None
     newest_item_at: datetime | None
     last_delivery_at: datetime | None
+    # polls succeed but nothing new arrives for far longer than usual (bot.staleness)
+    stale: bool = False
 
     @property
     def state(self) -> str:

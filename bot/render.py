@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.models import FeedInfo, Item
+from bot.models import FeedInfo, Item, SocialPost
 
 CONTENT_MAX = 2000
 TITLE_MAX = 256
@@ -498,6 +498,8 @@ def text_line(item: Item) -> str:
 
 def render_item(item: Item, feed: FeedInfo, *, style: str = "embed") -> dict[str, Any]:
     """The JSON body of one ``POST /webhooks/{id}/{token}`` for ``item``."""
+    if item.social is not None:
+        return _social_body(item, item.social, feed, style=style, preview=DESCRIPTION_PREVIEW)
     body = _envelope(feed)
     if style == "text":
         body["content"] = truncate(text_line(item), CONTENT_MAX)
@@ -522,7 +524,32 @@ def render_batch(items: Sequence[Item], feed: FeedInfo, *, style: str = "embed")
     starting the next is optimal for runs. Two embeds with the same ``url`` never
     share a message: Discord merges such embeds into one (an image gallery), which
     would hide the second item.
+
+    Social posts are posted under their author's name and avatar, and a message has
+    one identity: only consecutive posts of the same author (same webhook name and
+    avatar) share a message, so a repost-heavy account still batches (reposts keep
+    the profile owner's identity) while a change of author starts a new message.
     """
+    preview = DESCRIPTION_PREVIEW if len(items) == 1 else BATCH_DESCRIPTION_PREVIEW
+    messages: list[Message] = []
+    start = 0
+    while start < len(items):
+        identity = _identity(items[start])
+        end = start + 1
+        while end < len(items) and _identity(items[end]) == identity:
+            end += 1
+        run = items[start:end]
+        if identity is None:
+            messages += _feed_batch(run, feed, style=style, preview=preview)
+        else:
+            messages += _social_batch(run, feed, style=style, preview=preview)
+        start = end
+    return messages
+
+
+def _feed_batch(
+    items: Sequence[Item], feed: FeedInfo, *, style: str, preview: int
+) -> list[Message]:
     messages: list[Message] = []
     if style == "text":
         lines: list[str] = []
@@ -531,14 +558,13 @@ def render_batch(items: Sequence[Item], feed: FeedInfo, *, style: str = "embed")
             line = truncate(text_line(item), CONTENT_MAX)
             extra = utf16_len(line) + (2 if lines else 0)  # "\n\n" between lines
             if lines and size + extra > CONTENT_MAX:
-                messages.append(_text_message(feed, lines))
+                messages.append(_text_message(_envelope(feed), lines))
                 lines, size, extra = [], 0, utf16_len(line)
             lines.append(line)
             size += extra
         if lines:
-            messages.append(_text_message(feed, lines))
+            messages.append(_text_message(_envelope(feed), lines))
         return messages
-    preview = DESCRIPTION_PREVIEW if len(items) == 1 else BATCH_DESCRIPTION_PREVIEW
     embeds: list[dict[str, Any]] = []
     urls: set[str] = set()
     total = 0
@@ -559,5 +585,220 @@ def render_batch(items: Sequence[Item], feed: FeedInfo, *, style: str = "embed")
     return messages
 
 
-def _text_message(feed: FeedInfo, lines: list[str]) -> Message:
-    return Message(_not_empty({**_envelope(feed), "content": "\n\n".join(lines)}), len(lines))
+def _text_message(envelope: dict[str, Any], lines: list[str], count: int | None = None) -> Message:
+    body = _not_empty({**envelope, "content": "\n\n".join(lines)})
+    return Message(body, len(lines) if count is None else count)
+
+
+# -- social posts --------------------------------------------------------------------
+
+# Discord shows up to four embeds that share a ``url`` as one post with an image gallery.
+GALLERY_MAX = 4
+_NETWORKS = {"bluesky": "Bluesky", "mastodon": "Mastodon", "x": "X"}
+_KIND_TITLES = {"post": "Post", "repost": "Repost", "reply": "Reply", "quote": "Quote"}
+_CONTEXT_NAME_MAX = 100
+# Room kept for the post's text in the text style when image links compete for it.
+_MIN_SOCIAL_TEXT = 200
+
+
+def _identity(item: Item) -> tuple[str, str | None] | None:
+    """Who a message is posted as: None for feed items (the feed's own identity)."""
+    if item.social is None:
+        return None
+    return social_username(item.social), safe_url(item.social.author_avatar)
+
+
+def _display(name: str | None, handle: str | None) -> str:
+    """ "Name (@handle)", or whichever of the two exists, on one line."""
+    name, handle = _inline(name), _inline(handle)
+    if not _visible(name) or name == handle.lstrip("@"):
+        name = ""
+    if not _visible(handle):
+        handle = ""
+    if name and handle:
+        return f"{name} ({handle})"
+    return name or handle
+
+
+def social_username(post: SocialPost) -> str:
+    """The webhook name for a post: "Display Name (@handle)" when it fits Discord's 80
+    units, else the display name alone, else the handle, cut if it must be; always
+    through :func:`webhook_username` (no "discord"/"clyde", not "everyone"/"here")."""
+    for candidate in (
+        _display(post.author_name, post.author_handle),
+        _display(post.author_name, None),
+        _display(None, post.author_handle),
+    ):
+        if candidate and utf16_len(candidate) <= USERNAME_MAX:
+            return webhook_username(candidate)
+    return webhook_username(_display(post.author_name, post.author_handle))
+
+
+def _escape_text(text: str) -> str:
+    return _TEXT_ESCAPE.sub(r"\\\1", text)
+
+
+def social_marker(post: SocialPost) -> str:
+    """The line that says whose post a repost, reply or quote refers to ("" for a post)."""
+    name = _truncate(_inline(post.context_name), _CONTEXT_NAME_MAX, markdown=False)
+    handle = _truncate(_inline(post.context_handle), _CONTEXT_NAME_MAX, markdown=False)
+    if not _visible(name) or name == handle.lstrip("@"):
+        name = ""
+    if not _visible(handle):
+        handle = ""
+    who = ""
+    if name:
+        who = f"**{_escape_text(name)}**" + (f" ({_escape_text(handle)})" if handle else "")
+    elif handle:
+        who = f"**{_escape_text(handle)}**"
+    if post.kind == "repost":
+        return f"🔁 reposted {who}" if who else "🔁 reposted"
+    if post.kind == "reply":
+        return f"↩️ replying to {who}" if who else "↩️ replying"
+    if post.kind == "quote":
+        return f"💬 quoting {who}" if who else "💬 quoting"
+    return ""
+
+
+def _social_envelope(post: SocialPost, feed: FeedInfo) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "username": social_username(post),
+        "allowed_mentions": {"parse": []},  # as for feeds: nothing pings
+    }
+    if avatar := safe_url(post.author_avatar) or safe_url(feed.icon):
+        body["avatar_url"] = avatar
+    return body
+
+
+def _social_images(post: SocialPost) -> list[str]:
+    return [url for url in (safe_url(image) for image in post.images) if url][:GALLERY_MAX]
+
+
+def _social_description(item: Item, post: SocialPost, budget: int) -> str:
+    marker = social_marker(post)
+    summary = _clean(item.summary or "").strip()
+    if not _visible(summary):
+        return marker
+    if not marker:
+        return truncate(summary, budget)
+    text = truncate(summary, max(0, budget - utf16_len(marker) - 1))
+    return f"{marker}\n{text}" if text else marker
+
+
+def render_social_embeds(
+    item: Item, feed: FeedInfo, *, preview: int = DESCRIPTION_PREVIEW
+) -> list[dict[str, Any]]:
+    """A post as 1-4 embeds: the first carries the text, author, time and link; each
+    further image is an embed with only the same ``url`` and the image, which Discord
+    shows as one gallery. Without a link there is nothing to group by: one image."""
+    post = item.social
+    assert post is not None
+    network = _NETWORKS.get(post.network, "")
+    embed: dict[str, Any] = {"type": "rich", "color": EMBED_COLOUR}
+    kind = _KIND_TITLES.get(post.kind, "Post")
+    embed["title"] = f"{kind} on {network}" if network else kind
+    link = safe_url(item.link)
+    if link:
+        embed["url"] = link
+    description = _social_description(item, post, max(0, min(preview, DESCRIPTION_MAX)))
+    if _visible(description):
+        embed["description"] = description
+    author_name = _display(post.author_name, post.author_handle)
+    if author_name:
+        author: dict[str, Any] = {"name": _truncate(author_name, AUTHOR_MAX, markdown=False)}
+        if author_url := safe_url(post.author_url):
+            author["url"] = author_url
+        if icon := safe_url(post.author_avatar):
+            author["icon_url"] = icon
+        embed["author"] = author
+    images = _social_images(post)
+    if images:
+        embed["image"] = {"url": images[0]}
+    if item.published is not None and (stamp := _timestamp(item.published)):
+        embed["timestamp"] = stamp
+    footer = network or _inline(feed.title)
+    if _visible(footer):
+        embed["footer"] = {"text": _truncate(footer, FOOTER_PREVIEW, markdown=False)}
+    _fit_embed(embed, EMBED_TOTAL_MAX)
+    if not link:
+        return [embed]
+    return [embed, *({"url": link, "image": {"url": image}} for image in images[1:])]
+
+
+def social_text(item: Item) -> str:
+    """The text style of a post: the marker, the text, the images as bare links (Discord
+    unfurls them), and the post's link in ``<>`` (shown, not unfurled a second time).
+    At most ``CONTENT_MAX`` units; image links give way to the text when room is short."""
+    post = item.social
+    assert post is not None
+    link = safe_url(item.link)
+    tail = [f"<{link}>"] if link and utf16_len(link) <= CONTENT_MAX // 2 else []
+    images = [url for url in _social_images(post) if utf16_len(url) <= CONTENT_MAX // 4]
+    head = social_marker(post)
+    summary = _clean(item.summary or "").strip()
+    while True:
+        fixed = "\n".join([*images, *tail])
+        used = utf16_len(head) + utf16_len(fixed) + 2  # two "\n"
+        if not images or CONTENT_MAX - used >= _MIN_SOCIAL_TEXT:
+            break
+        images.pop()
+    text = truncate(summary, max(0, CONTENT_MAX - used)) if _visible(summary) else ""
+    parts = [part for part in (head, text, "\n".join([*images, *tail])) if part]
+    return truncate("\n".join(parts), CONTENT_MAX)
+
+
+def _social_body(
+    item: Item, post: SocialPost, feed: FeedInfo, *, style: str, preview: int
+) -> dict[str, Any]:
+    body = _social_envelope(post, feed)
+    if style == "text":
+        body["content"] = social_text(item)
+    else:
+        body["embeds"] = render_social_embeds(item, feed, preview=preview)
+    return _not_empty(body)
+
+
+def _social_batch(
+    items: Sequence[Item], feed: FeedInfo, *, style: str, preview: int
+) -> list[Message]:
+    """Posts of one author, packed like feed items: a post's gallery is never split."""
+    post = items[0].social
+    assert post is not None
+    envelope = _social_envelope(post, feed)
+    messages: list[Message] = []
+    if style == "text":
+        blocks: list[str] = []
+        size = 0
+        for item in items:
+            block = social_text(item)
+            extra = utf16_len(block) + (2 if blocks else 0)
+            if blocks and size + extra > CONTENT_MAX:
+                messages.append(_text_message(envelope, blocks))
+                blocks, size, extra = [], 0, utf16_len(block)
+            blocks.append(block)
+            size += extra
+        if blocks:
+            messages.append(_text_message(envelope, blocks))
+        return messages
+    embeds: list[dict[str, Any]] = []
+    urls: set[str] = set()
+    total = count = 0
+    for item in items:
+        group = render_social_embeds(item, feed, preview=preview)
+        size = sum(embed_length(e) for e in group)
+        url = group[0].get("url")
+        if embeds and (
+            len(embeds) + len(group) > EMBEDS_MAX
+            or total + size > EMBED_TOTAL_MAX
+            or (url is not None and url in urls)
+        ):
+            messages.append(Message(_not_empty({**envelope, "embeds": embeds}), count))
+            embeds, urls, total, count = [], set(), 0, 0
+        embeds += group
+        if url is not None:
+            urls.add(url)
+        total += size
+        count += 1
+    if embeds:
+        messages.append(Message(_not_empty({**envelope, "embeds": embeds}), count))
+    return messages

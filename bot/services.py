@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from bot.poller import build_items, link_counts
 from bot.render import FORUM_TITLE_MAX, render_item, truncate
 from bot.sources.feed import ParseError
 from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.staleness import WINDOW, is_stale
 from bot.storage.store import FeedMeta, Store
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ class GuildStatus:
     disabled: tuple[SubscriptionView, ...]
     stale: tuple[SubscriptionView, ...]
     last_delivery_at: datetime | None
-
-
-# Feeds that posted nothing for this long are worth a look in /feed status.
-STALE_AFTER_DAYS = 30
 
 
 def _fetch_problem(exc: FetchError) -> str:
@@ -195,7 +192,21 @@ class FeedService:
     async def subscriptions(
         self, guild_id: int, *, channel_id: int | None = None
     ) -> list[SubscriptionView]:
-        return await self.store.guild_subscriptions(guild_id, channel_id=channel_id)
+        views = await self.store.guild_subscriptions(guild_id, channel_id=channel_id)
+        return await self._mark_stale(guild_id, views)
+
+    async def _mark_stale(
+        self, guild_id: int, views: list[SubscriptionView]
+    ) -> list[SubscriptionView]:
+        """``views`` with ``stale`` set (bot.staleness); only subscriptions that are
+        otherwise ok can be stale: a failing source is reported as failing."""
+        if not views:
+            return views
+        times = await self.store.guild_item_times(guild_id, per_source=WINDOW)
+        now = self.clock()
+        return [
+            replace(v, stale=v.state == "ok" and is_stale(times.get(v.id, []), now)) for v in views
+        ]
 
     async def get(self, guild_id: int, subscription: str) -> SubscriptionView:
         """The subscription an admin picked (autocomplete sends its id as text)."""
@@ -262,15 +273,8 @@ class FeedService:
         return choices[:25]
 
     async def status(self, guild_id: int) -> GuildStatus:
-        views = await self.store.guild_subscriptions(guild_id)
-        now = self.clock()
-        stale = tuple(
-            v
-            for v in views
-            if v.state == "ok"
-            and v.newest_item_at is not None
-            and (now - v.newest_item_at).days >= STALE_AFTER_DAYS
-        )
+        views = await self.subscriptions(guild_id)
+        stale = tuple(v for v in views if v.stale)
         deliveries = [v.last_delivery_at for v in views if v.last_delivery_at]
         return GuildStatus(
             total=len(views),

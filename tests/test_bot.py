@@ -8,6 +8,8 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,24 @@ def feed_url(world: World, path: str = "/f.xml") -> str:
     return world.feeds.url(path)
 
 
+def rss_at(
+    entries: list[tuple[str, str]], *, title: str, newest: datetime, gap: timedelta
+) -> bytes:
+    """RSS 2.0 like ``rss()``, dated from ``newest`` back by ``gap`` per entry: the bot runs
+    on the wall clock, and staleness judges items by their age."""
+    parts = [
+        f"<item><guid>{guid}</guid><title>{item_title}</title>"
+        f"<link>https://example.com/{guid}</link>"
+        f"<pubDate>{format_datetime(newest - gap * index)}</pubDate></item>"
+        for index, (guid, item_title) in enumerate(entries)
+    ]
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{title}</title><link>https://example.com/</link>{''.join(parts)}"
+        "</channel></rss>"
+    ).encode()
+
+
 async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) -> None:
     (feed,) = world.fake.synced_commands(GUILD)
     assert feed["name"] == "feed"
@@ -138,8 +158,14 @@ async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     assert len(hooks) == 1  # the bot made its webhook
     await asyncio.sleep(1.5)  # first poll: what is there counts as seen
     assert world.fake.messages(channel_id=NEWS) == []
+    # dated now: three items a minute apart would read as stale two days after rss()'s T0
     world.feeds.docs["/f.xml"] = Doc(
-        rss([("c", "Third"), ("b", "Second"), ("a", "First")], title="Harbour News")
+        rss_at(
+            [("c", "Third"), ("b", "Second"), ("a", "First")],
+            title="Harbour News",
+            newest=datetime.now(UTC),
+            gap=timedelta(minutes=1),
+        )
     )
     (posted,) = await world.fake.wait_for_messages(1, channel_id=NEWS, within=10)
     assert posted.embeds[0]["title"] == "Third"
@@ -152,6 +178,45 @@ async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     listing = await world.run("list")
     assert f"**Harbour News** → <#{NEWS}> · ok" in listing
     assert "**Other**" in listing
+
+
+async def test_stale_sources_are_flagged_in_list_and_status(world: World) -> None:
+    now = datetime.now(UTC)
+    hourly = [(f"s{n}", f"Post {n}") for n in range(6)]
+    # a bridge still answering with posts that stopped five days ago, hourly before that
+    world.feeds.docs["/stale.xml"] = Doc(
+        rss_at(
+            hourly, title="Frozen Bridge", newest=now - timedelta(days=5), gap=timedelta(hours=1)
+        )
+    )
+    world.feeds.docs["/fresh.xml"] = Doc(
+        rss_at(hourly, title="Live Feed", newest=now, gap=timedelta(hours=1))
+    )
+    # /feed add's first option (issue 5 renames "url" to "source"): read it from the sync
+    (feed,) = world.fake.synced_commands(GUILD)
+    (add,) = [c for c in feed["options"] if c["name"] == "add"]
+    option = add["options"][0]["name"]
+    for path in ("/stale.xml", "/fresh.xml"):
+        assert "Subscribed" in await world.run("add", **{option: feed_url(world, path)})
+    await asyncio.sleep(1.5)  # the first polls store the items
+    listing = await world.run("list")
+    stale_line, fresh_line = listing.splitlines()
+    assert "**Frozen Bridge**" in stale_line
+    assert "⚠️ stale: nothing new since <t:" in stale_line
+    assert "its bridge may be serving old content; try another bridge or check the site" in (
+        stale_line
+    )
+    assert "**Live Feed**" in fresh_line
+    assert "· ok, last post" in fresh_line
+    status = await world.run("status")
+    assert status.startswith("**2** subscriptions: 2 ok (1 stale),")
+    assert "**Stale** (polls work, but nothing new for much longer than usual)" in status
+    assert "try another bridge or check the site" in status
+    assert status.count("Frozen Bridge") == 1
+    assert "Live Feed" not in status
+    # the app's periodic check logs it once for operators
+    assert await world.app.check_staleness() == {1}
+    assert await world.app.check_staleness() == set()
 
 
 async def test_manage_subscriptions_with_autocomplete(world: World) -> None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.models import FeedInfo, Item
+from bot.models import FeedInfo, Item, SocialPost
 from bot.render import (
     EMBED_COLOUR,
     Message,
@@ -24,10 +27,14 @@ from bot.render import (
     render_embed,
     render_item,
     safe_url,
+    social_username,
     text_line,
     truncate,
     webhook_username,
 )
+from bot.sources.bluesky import parse_author_feed
+from bot.sources.mastodon import parse_statuses
+from tests.fakes.fake_discord import FakeDiscord, _Errors, _validate_payload
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -806,3 +813,328 @@ def test_render_batch_is_always_acceptable(items: list[Item], feed: FeedInfo, st
 def test_render_batch_with_big_items(items: list[Item], style: str) -> None:
     items = numbered(items)
     check_batch(items, FEED, style, render_batch(items, FEED, style=style))
+
+
+# -- social posts ---------------------------------------------------------------------
+
+SOCIAL_KINDS = st.sampled_from(["post", "repost", "reply", "quote"])
+SOCIAL_POSTS = st.builds(
+    SocialPost,
+    author_name=TEXT,
+    author_handle=st.one_of(TEXT, st.builds(lambda h: f"@{h}.bsky.social", WORDS)),
+    author_avatar=URLS,
+    author_url=URLS,
+    images=st.lists(URLS, max_size=6).map(tuple),
+    kind=SOCIAL_KINDS,
+    context_name=st.none() | TEXT,
+    context_handle=st.none() | TEXT,
+    network=st.sampled_from(["bluesky", "mastodon", "x", ""]),
+)
+SOCIAL_ITEMS = st.builds(
+    Item,
+    key=st.text(max_size=5),
+    title=TEXT,
+    link=URLS,
+    summary=TEXT,
+    author=st.none() | TEXT,
+    published=DATES,
+    image=st.none(),
+    social=SOCIAL_POSTS,
+)
+ALICE = SocialPost(
+    author_name="Alice Liddell",
+    author_handle="@alice.bsky.social",
+    author_avatar="https://cdn.example/alice.jpg",
+    author_url="https://bsky.app/profile/alice.bsky.social",
+    network="bluesky",
+)
+BOB = SocialPost(
+    author_name="Bob", author_handle="@bob@other.example", network="mastodon", kind="post"
+)
+
+
+def social_item(n: int = 1, post: SocialPost = ALICE, **overrides: Any) -> Item:
+    values: dict[str, Any] = {
+        "key": f"at://did:plc:x/app.bsky.feed.post/{n}",
+        "title": f"Post {n}",
+        "link": f"https://bsky.app/profile/alice.bsky.social/post/{n}",
+        "summary": f"Hello from post **{n}**",
+        "author": "Alice",
+        "published": datetime(2025, 3, 10, 12, tzinfo=UTC) + timedelta(minutes=n),
+        "image": None,
+        "social": post,
+    }
+    values.update(overrides)
+    return Item(**values)
+
+
+def galleries(embeds: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Embeds grouped as Discord shows them: a rich embed and the image-only embeds
+    after it that share its url."""
+    groups: list[list[dict[str, Any]]] = []
+    for embed in embeds:
+        if set(embed) == {"url", "image"} and groups and groups[-1][0].get("url") == embed["url"]:
+            groups[-1].append(embed)
+        else:
+            groups.append([embed])
+    return groups
+
+
+def check_social_body(body: dict[str, Any]) -> None:
+    """Discord's rules, where embeds sharing a url form one post's gallery (<= 4 images)."""
+    errors = _Errors()
+    _validate_payload(body, errors)
+    assert not errors, errors.tree
+    embeds = body.get("embeds") or []
+    firsts = []
+    for group in galleries(embeds):
+        assert len(group) <= 4
+        for extra in group[1:]:
+            check_url(extra["url"])
+            check_url(extra["image"]["url"])
+        firsts.append(group[0])
+    check_discord_limits({**body, "embeds": firsts} if embeds else body)
+
+
+def test_social_post_is_posted_as_its_author() -> None:
+    body = render_item(social_item(), FEED)
+    assert body["username"] == "Alice Liddell (@alice.bsky.social)"
+    assert body["avatar_url"] == "https://cdn.example/alice.jpg"
+    assert body["allowed_mentions"] == {"parse": []}
+    (embed,) = body["embeds"]
+    assert embed["url"] == "https://bsky.app/profile/alice.bsky.social/post/1"
+    assert embed["title"] == "Post on Bluesky"
+    assert embed["description"] == "Hello from post **1**"
+    assert embed["author"] == {
+        "name": "Alice Liddell (@alice.bsky.social)",
+        "url": "https://bsky.app/profile/alice.bsky.social",
+        "icon_url": "https://cdn.example/alice.jpg",
+    }
+    assert embed["footer"] == {"text": "Bluesky"}
+    assert embed["timestamp"] == "2025-03-10T12:01:00+00:00"
+    check_social_body(body)
+
+
+def test_social_post_without_avatar_uses_the_feed_icon() -> None:
+    body = render_item(social_item(post=BOB), FEED)
+    assert body["username"] == "Bob (@bob@other.example)"
+    assert body["avatar_url"] == FEED.icon
+
+
+@pytest.mark.parametrize(
+    ("kind", "marker"),
+    [
+        ("repost", "🔁 reposted **Bob Builder** (@bob.example.com)"),
+        ("reply", "↩️ replying to **Bob Builder** (@bob.example.com)"),
+        ("quote", "💬 quoting **Bob Builder** (@bob.example.com)"),
+    ],
+)
+def test_reposts_replies_and_quotes_name_the_original_author(kind: str, marker: str) -> None:
+    post = replace(ALICE, kind=kind, context_name="Bob Builder", context_handle="@bob.example.com")
+    item = social_item(post=post)
+    (embed,) = render_item(item, FEED)["embeds"]
+    assert embed["description"] == f"{marker}\nHello from post **1**"
+    content = render_item(item, FEED, style="text")["content"]
+    assert content.startswith(f"{marker}\nHello from post **1**\n")
+    assert content.endswith(f"\n<{item.link}>")
+
+
+def test_markers_escape_names_and_cope_without_them() -> None:
+    post = replace(ALICE, kind="reply", context_name="**b_o|b**", context_handle=None)
+    assert (
+        "replying to **\\*\\*b\\_o\\|b\\*\\***"
+        in render_item(social_item(post=post), FEED)["embeds"][0]["description"]
+    )
+    post = replace(ALICE, kind="repost", context_name=None, context_handle=None)
+    assert render_item(social_item(post=post), FEED)["embeds"][0]["description"].startswith(
+        "🔁 reposted\n"
+    )
+    post = replace(ALICE, kind="quote", context_name="dave", context_handle="@dave")
+    assert render_item(social_item(post=post, summary=""), FEED)["embeds"][0]["description"] == (
+        "💬 quoting **@dave**"
+    )
+
+
+def test_four_images_make_one_gallery() -> None:
+    images = tuple(f"https://cdn.example/{n}.jpg" for n in range(1, 6))
+    item = social_item(post=replace(ALICE, images=images))
+    embeds = render_item(item, FEED)["embeds"]
+    assert len(embeds) == 4
+    assert embeds[0]["image"] == {"url": images[0]}
+    assert embeds[1:] == [{"url": item.link, "image": {"url": u}} for u in images[1:4]]
+    check_social_body(render_item(item, FEED))
+    # text style: images as bare links (Discord unfurls them), the post's link in <>
+    content = render_item(item, FEED, style="text")["content"]
+    assert content.splitlines() == [
+        "Hello from post **1**",
+        *images[:4],
+        f"<{item.link}>",
+    ]
+
+
+def test_images_without_a_link_cannot_group() -> None:
+    item = social_item(post=replace(ALICE, images=("https://a/1.jpg", "https://a/2.jpg")))
+    embeds = render_item(replace(item, link=None), FEED)["embeds"]
+    assert len(embeds) == 1
+    assert embeds[0]["image"] == {"url": "https://a/1.jpg"}
+
+
+@pytest.mark.parametrize(
+    ("name", "handle", "expected"),
+    [
+        ("Alice", "@alice", "Alice (@alice)"),
+        ("alice", "@alice", "@alice"),
+        ("", "@alice", "@alice"),
+        ("A" * 70, "@alice.bsky.social", "A" * 70),
+        ("A" * 90, "@alice.bsky.social", "@alice.bsky.social"),
+        ("A" * 90, "@" + "b" * 90, "A" * 79 + "…"),
+        ("Discord Fan", "@discordfan", "Fan (@fan)"),
+        ("everyone", "", "everyone feed"),
+        ("\u200b", "", "feedhook"),
+    ],
+)
+def test_social_username(name: str, handle: str, expected: str) -> None:
+    post = SocialPost(author_name=name, author_handle=handle)
+    assert social_username(post) == expected
+    check_username(social_username(post))
+
+
+def test_long_social_text_keeps_marker_and_link() -> None:
+    post = replace(ALICE, kind="repost", context_name="Bob", context_handle="@bob")
+    images = tuple(f"https://cdn.example/{'x' * 400}/{n}.jpg" for n in range(4))
+    item = social_item(post=replace(post, images=images), summary="word " * 1000)
+    content = render_item(item, FEED, style="text")["content"]
+    assert u16(content) <= 2000
+    assert content.startswith("🔁 reposted **Bob** (@bob)\nword word")
+    assert content.endswith(f"<{item.link}>")
+    assert "…" in content
+    (embed,) = render_item(replace(item, social=post), FEED)["embeds"]
+    assert embed["description"].startswith("🔁 reposted **Bob** (@bob)\nword")
+    assert u16(embed["description"]) <= 700
+
+
+def test_mentions_never_ping_in_posts() -> None:
+    item = social_item(summary="@everyone @here <@123> <@&456>")
+    for style in ("embed", "text"):
+        assert render_item(item, FEED, style=style)["allowed_mentions"] == {"parse": []}
+
+
+@PROPERTY
+@given(SOCIAL_ITEMS, FEEDS)
+def test_render_social_item_is_always_acceptable(item: Item, feed: FeedInfo) -> None:
+    for style in ("embed", "text"):
+        body = render_item(item, feed, style=style)
+        check_social_body(body)
+        link = safe_url(item.link)
+        if style == "embed":
+            assert 1 <= len(body["embeds"]) <= 4
+            assert body["embeds"][0].get("url") == link
+        elif link and u16(link) <= 1000:
+            assert f"<{link}>" in body["content"], "the link to the original is always there"
+
+
+def check_social_batch(items: list[Item], messages: list[Message], style: str) -> None:
+    assert sum(m.count for m in messages) == len(items)
+    position = 0
+    for message in messages:
+        assert message.count >= 1
+        check_social_body(message.body)
+        run = items[position : position + message.count]
+        position += message.count
+        names = {social_username(i.social) for i in run if i.social}
+        assert len(names) == 1, "one identity per message"
+        assert message.body["username"] == names.pop()
+        if style == "embed":
+            groups = galleries(message.body["embeds"])
+            assert len(groups) == message.count, "a post's gallery is never split"
+            for group, item in zip(groups, run, strict=True):
+                assert group[0].get("url") == safe_url(item.link)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([ALICE, BOB]), SOCIAL_KINDS, TEXT, st.integers(0, 6)),
+        max_size=25,
+    ),
+    st.sampled_from(["embed", "text"]),
+)
+def test_render_batch_of_posts(specs: list[tuple[SocialPost, str, str, int]], style: str) -> None:
+    items = [
+        social_item(
+            n,
+            post=replace(
+                post, kind=kind, images=tuple(f"https://i.example/{n}/{k}" for k in range(images))
+            ),
+            summary=summary,
+        )
+        for n, (post, kind, summary, images) in enumerate(specs)
+    ]
+    check_social_batch(items, render_batch(items, FEED, style=style), style)
+
+
+def test_batch_of_posts_groups_one_author_at_a_time() -> None:
+    items = [social_item(1), social_item(2), social_item(3, post=BOB), social_item(4)]
+    messages = render_batch(items, FEED)
+    assert [m.count for m in messages] == [2, 1, 1]
+    assert [m.body["username"] for m in messages] == [
+        "Alice Liddell (@alice.bsky.social)",
+        "Bob (@bob@other.example)",
+        "Alice Liddell (@alice.bsky.social)",
+    ]
+    # galleries of four: two posts fill eight embeds, the third starts a new message
+    four = tuple(f"https://cdn.example/{n}.jpg" for n in range(4))
+    items = [social_item(n, post=replace(ALICE, images=four)) for n in range(3)]
+    messages = render_batch(items, FEED)
+    assert [m.count for m in messages] == [2, 1]
+    assert [len(m.body["embeds"]) for m in messages] == [8, 4]
+    text = render_batch(items, FEED, style="text")
+    assert [m.count for m in text] == [3]
+
+
+def test_feed_items_and_posts_in_one_batch() -> None:
+    items = [make_item(1), social_item(2), make_item(3)]
+    messages = render_batch(items, FEED)
+    assert [m.count for m in messages] == [1, 1, 1]
+    assert [m.body["username"] for m in messages] == [
+        "Example News",
+        "Alice Liddell (@alice.bsky.social)",
+        "Example News",
+    ]
+
+
+async def test_fake_discord_accepts_every_rendered_post() -> None:
+    fixtures = Path(__file__).parent / "fixtures" / "social"
+    feeds = [
+        parse_author_feed(
+            (fixtures / "bluesky_author_feed.json").read_bytes(),
+            profile_url="https://bsky.app/profile/alice.bsky.social",
+            include_reposts=True,
+            include_replies=True,
+        ),
+        parse_statuses(
+            (fixtures / "mastodon_statuses.json").read_bytes(),
+            profile_url="https://social.example/@alice",
+        ),
+    ]
+    bodies: list[dict[str, Any]] = []
+    for feed in feeds:
+        posts = [e.item for e in feed.entries if e.item is not None]
+        for style in ("embed", "text"):
+            bodies += [render_item(p, feed.info, style=style) for p in posts]
+            bodies += [m.body for m in render_batch(posts, feed.info, style=style)]
+    async with (
+        FakeDiscord(webhook_limit=None, channel_limit=None) as fake,
+        aiohttp.ClientSession() as http,
+    ):
+        webhook_id, _ = fake.add_webhook(1234)
+        for body in bodies:
+            check_social_body(body)
+            async with http.post(fake.execute_url(webhook_id) + "?wait=true", json=body) as r:
+                assert r.status == 200, (await r.text(), body)
+        stored = fake.messages(1234)
+        assert len(stored) == len(bodies)
+        assert {m.username for m in stored} == {
+            "Alice Liddell 🐇 (@alice.bsky.social)",
+            "Alice ✨ (@alice@social.example)",
+        }

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from bot.models import SubscriptionView
 from bot.services import GuildStatus
+from bot.staleness import ADVICE
 
 PAGE_LIMIT = 1900
 
@@ -28,6 +29,11 @@ def describe(view: SubscriptionView) -> str:
     if view.state == "failing":
         error = (view.last_error or "unknown error")[:200]
         return f"{head} · failing since {when(view.failing_since)}: {error}"
+    if view.stale:
+        return (
+            f"{head} · ⚠️ stale: nothing new since {when(view.newest_item_at)}, "
+            f"much longer than usual; {ADVICE}"
+        )
     return f"{head} · ok, last post {when(view.last_delivery_at)}"
 
 
@@ -48,16 +54,18 @@ def pages(lines: list[str], limit: int = PAGE_LIMIT) -> list[str]:
 
 def status_lines(status: GuildStatus) -> list[str]:
     lines = [
-        f"**{status.total}** subscriptions: {status.ok} ok, {status.paused} paused, "
-        f"{len(status.failing)} failing, {len(status.disabled)} disabled.",
+        f"**{status.total}** subscriptions: {status.ok} ok"
+        + (f" ({len(status.stale)} stale)" if status.stale else "")
+        + f", {status.paused} paused, {len(status.failing)} failing, "
+        f"{len(status.disabled)} disabled.",
         f"Last post: {when(status.last_delivery_at)}.",
     ]
     if status.failing:
         lines.append("**Failing**")
         lines += [describe(v) for v in status.failing]
     if status.stale:
-        lines.append("**Quiet for 30 days or more** (the source may have moved)")
-        lines += [f"{describe(v)}; newest item {when(v.newest_item_at)}" for v in status.stale]
+        lines.append("**Stale** (polls work, but nothing new for much longer than usual)")
+        lines += [describe(v) for v in status.stale]
     if status.disabled:
         lines.append("**Disabled**")
         lines += [describe(v) for v in status.disabled]

@@ -1320,6 +1320,53 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [SourceHealth(*row) for row in rows]
 
+    async def recent_item_times(
+        self, source_ids: Sequence[int] | None = None, *, per_source: int = 20
+    ) -> dict[int, list[datetime]]:
+        """Each source's newest ``per_source`` item times, newest first, in one query.
+
+        An item's time is its published time, else when it was first seen. A window
+        function (``ROW_NUMBER() OVER (PARTITION BY source_id ...)``, SQLite >= 3.25 and
+        PostgreSQL) ranks the items per source; ``source_ids`` narrows the scan to those
+        sources (a guild's), None means every source. Sources without items are absent.
+        """
+        when = func.coalesce(items.c.published_at, items.c.first_seen_at)
+        rank = (
+            func.row_number()
+            .over(partition_by=items.c.source_id, order_by=(when.desc(), items.c.id.desc()))
+            .label("rank")
+        )
+        ranked = select(items.c.source_id, when.label("at"), rank)
+        if source_ids is not None:
+            wanted = sorted(set(source_ids))
+            if not wanted:
+                return {}
+            ranked = ranked.where(items.c.source_id.in_(wanted))
+        inner = ranked.subquery()
+        stmt = (
+            select(inner.c.source_id, inner.c.at)
+            .where(inner.c.rank <= per_source)
+            .order_by(inner.c.source_id, inner.c.rank)
+        )
+        out: dict[int, list[datetime]] = {}
+        async with self.db.read() as conn:
+            for source_id, at in await conn.execute(stmt):
+                out.setdefault(int(source_id), []).append(at)
+        return out
+
+    async def guild_item_times(
+        self, guild_id: int, *, per_source: int = 20
+    ) -> dict[int, list[datetime]]:
+        """For each subscription of ``guild_id``: its source's newest item times
+        (:meth:`recent_item_times`), keyed by subscription id."""
+        stmt = select(subscriptions.c.id, subscriptions.c.source_id).where(
+            subscriptions.c.guild_id == guild_id
+        )
+        async with self.db.read() as conn:
+            pairs = [(int(sub), int(src)) for sub, src in await conn.execute(stmt)]
+        times = await self.recent_item_times([src for _, src in pairs], per_source=per_source)
+        return {sub: times.get(src, []) for sub, src in pairs}
+
     async def counts(self) -> dict[str, int]:
         """Row counts by table and outbox state, for status output and tests."""
         async with self.db.read() as conn:
