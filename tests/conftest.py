@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,8 +15,11 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from bot.models import WebhookTarget
+from bot.net import Fetcher, NetSettings
+from bot.poller import Poller, PollSettings
 from bot.storage.db import Database
-from bot.storage.store import Store
+from bot.storage.store import ConfigFeed, Store
 
 POSTGRES_URL = os.environ.get("FEEDHOOK_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
@@ -106,3 +110,61 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     yield FeedServer(f"http://127.0.0.1:{port}", docs, hits)
     await runner.cleanup()
+
+
+# -- polling: a clock, a fetcher for loopback servers, a poller, config subscriptions --
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[Fetcher]:
+    settings = NetSettings(
+        user_agent="feedhook-test",
+        allowed_hosts=frozenset({"127.0.0.1"}),
+        total_timeout=5,
+        per_host_concurrency=4,
+    )
+    async with Fetcher(settings) as f:
+        yield f
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_poller(store: Store, fetcher: Fetcher, clock: Clock) -> Callable[..., Poller]:
+    def make(**overrides: object) -> Poller:
+        settings = PollSettings(**{"interval": 600.0, "jitter": 0.0, **overrides})  # type: ignore[arg-type]
+        return Poller(store, fetcher, settings, clock=clock, rng=lambda: 0.5)
+
+    return make
+
+
+Subscribe = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def subscribe(store: Store) -> Subscribe:
+    """Add a config subscription, keeping the ones added before (a config sync disables
+    whatever the file no longer lists)."""
+    feeds: list[ConfigFeed] = []
+
+    async def add(url: str, *, backfill: int = 0, hook: int = 1) -> None:
+        feeds.append(ConfigFeed(url, WebhookTarget(hook, "token"), backfill=backfill))
+        await store.sync_config_feeds(feeds, now=T0)
+
+    return add

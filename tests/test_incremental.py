@@ -15,9 +15,8 @@ from bot.sources.feed import ParsedFeed, parse_feed
 from bot.sources.incremental import SeenEntries, parse_changed
 from bot.sources.split import split_entries
 from bot.storage.store import Store
-from tests.conftest import Doc, FeedServer
-from tests.test_poller import Clock, Subscribe, rss
-from tests.test_poller import clock, fetcher, make_poller, subscribe  # noqa: F401 (fixtures)
+from tests.conftest import Clock, Doc, FeedServer, Subscribe
+from tests.test_poller import rss
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 URL = "https://example.com/feed.xml"
@@ -80,7 +79,8 @@ def _full(body: bytes) -> ParsedFeed:
 
 def _seen_after(body: bytes) -> SeenEntries:
     first = parse_changed(body, url=URL, headers={}, previous=None)
-    assert first.seen is not None and not first.reduced
+    assert first.seen is not None
+    assert not first.reduced
     return first.seen
 
 
@@ -127,7 +127,8 @@ def test_unchanged_entries_need_no_parse() -> None:
     seen = _seen_after(body)
     retitled = body.replace(b"<title>Test feed</title>", b"<title>Renamed</title>")
     document = parse_changed(retitled, url=URL, headers={}, previous=seen)
-    assert document.parsed is None and document.candidates == ()
+    assert document.parsed is None
+    assert document.candidates == ()
     assert document.seen == seen
 
 
@@ -135,7 +136,8 @@ def test_a_different_url_or_content_type_parses_everything() -> None:
     body = rss([("b", "B"), ("a", "A")])
     seen = _seen_after(body)
     moved = parse_changed(body, url="https://elsewhere.example/feed", headers={}, previous=seen)
-    assert not moved.reduced and len(moved.candidates) == 2
+    assert not moved.reduced
+    assert len(moved.candidates) == 2
     recoded = parse_changed(
         body, url=URL, headers={"Content-Type": "text/xml; charset=latin-1"}, previous=seen
     )

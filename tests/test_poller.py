@@ -1,18 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import text
 
 from bot.models import WebhookTarget
-from bot.net import Fetcher, NetSettings
 from bot.poller import (
     Poller,
-    PollSettings,
     keys_to_queue,
     next_poll_delay,
     oldest_first,
@@ -21,9 +19,7 @@ from bot.poller import (
 from bot.sources import incremental, resolve
 from bot.sources.feed import ParsedEntry
 from bot.storage.store import ConfigFeed, Store
-from tests.conftest import Doc, FeedServer
-
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+from tests.conftest import T0, Clock, Doc, FeedServer, Subscribe
 
 
 def rss(entries: list[tuple[str, str]], *, title: str = "Test feed") -> bytes:
@@ -42,59 +38,6 @@ def rss(entries: list[tuple[str, str]], *, title: str = "Test feed") -> bytes:
         f"<title>{title}</title><link>https://example.com/</link>{''.join(parts)}"
         "</channel></rss>"
     ).encode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def fetcher() -> AsyncIterator[Fetcher]:
-    settings = NetSettings(
-        user_agent="feedhook-test",
-        allowed_hosts=frozenset({"127.0.0.1"}),
-        total_timeout=5,
-        per_host_concurrency=4,
-    )
-    async with Fetcher(settings) as f:
-        yield f
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def make_poller(store: Store, fetcher: Fetcher, clock: Clock) -> Callable[..., Poller]:
-    def make(**overrides: object) -> Poller:
-        settings = PollSettings(**{"interval": 600.0, "jitter": 0.0, **overrides})  # type: ignore[arg-type]
-        return Poller(store, fetcher, settings, clock=clock, rng=lambda: 0.5)
-
-    return make
-
-
-Subscribe = Callable[..., Awaitable[None]]
-
-
-@pytest.fixture
-def subscribe(store: Store) -> Subscribe:
-    """Add a config subscription, keeping the ones added before (a config sync disables
-    whatever the file no longer lists)."""
-    feeds: list[ConfigFeed] = []
-
-    async def add(url: str, *, backfill: int = 0, hook: int = 1) -> None:
-        feeds.append(ConfigFeed(url, WebhookTarget(hook, "token"), backfill=backfill))
-        await store.sync_config_feeds(feeds, now=T0)
-
-    return add
 
 
 @pytest.fixture
