@@ -82,6 +82,8 @@ class ItemRow(SQLModel, table=True):
     image_url: str | None = Field(default=None, sa_column=Column(Text))
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     first_seen_at: datetime
+    # Item.social (a SocialPost as a JSON object) for posts of X, Bluesky, Mastodon.
+    social: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class OutboxRow(SQLModel, table=True):
