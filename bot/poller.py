@@ -20,7 +20,7 @@ from bot.models import Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
 from bot.sources.incremental import ChangedDocument, SeenEntries, parse_changed
-from bot.sources.resolve import fetch_source
+from bot.sources.resolve import SourceResolver, fetch_source
 from bot.storage.store import DueSource, FeedMeta, PollOutcome, Store
 from bot.tasks import finish_or_cancel
 
@@ -156,7 +156,9 @@ class Poller:
         *,
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
+        sources: SourceResolver | None = None,
     ) -> None:
+        self.sources = sources or SourceResolver()
         self.store = store
         self.fetcher = fetcher
         self.settings = settings
@@ -252,7 +254,11 @@ class Poller:
         now = self.clock()
         try:
             fetched = await fetch_source(
-                self.fetcher, source.url, etag=source.etag, last_modified=source.last_modified
+                self.fetcher,
+                source.url,
+                etag=source.etag,
+                last_modified=source.last_modified,
+                sources=self.sources,
             )
         except FetchError as exc:
             return await self._failed(source, str(exc), exc.retry_after)
@@ -295,6 +301,7 @@ class Poller:
                 url=result.url,
                 headers=result.headers,
                 previous=previous,
+                parse=fetched.parse,
             )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)

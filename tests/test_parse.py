@@ -448,7 +448,7 @@ def test_malformed_xml_raises_a_clear_error() -> None:
         (b"  \n\t ", "the response body is empty"),
         (b"<!DOCTYPE html><html><head><title>Hi</title></head></html>", "HTML web page"),
         (b"\xef\xbb\xbf<html lang='en'><body>hello</body></html>", "HTML web page"),
-        (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', "JSON Feed is not"),
+        (b'{"version": "2.0", "items": []}', "the document is JSON, not RSS or Atom XML"),
         (b'{"data": [1, 2]}', "the document is JSON, not RSS or Atom XML"),
         (b"just some words, no markup", "plain text"),
         (b"<?xml version='1.0'?><catalog><book>x</book></catalog>", "no RSS or Atom"),
