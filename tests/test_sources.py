@@ -31,6 +31,7 @@ from bot.sources.jsonfeed import parse_json_feed
 from bot.sources.resolve import SocialParsers, SourceResolver, fetch_source, parse_off_loop
 from bot.sources.xbridge import parse_bridge_feed
 from bot.storage.store import ConfigFeed, PollOutcome, Store, items
+from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_services import (
     CHANNEL_ID,
     PLAYLIST_ID,
@@ -323,7 +324,11 @@ def test_nitter_rss_becomes_social_posts() -> None:
     quote = posts["x:105"]
     assert quote.social is not None
     assert (quote.social.kind, quote.social.context_handle) == ("quote", "@other")
-    assert base not in quote.summary.replace("10.0.0.5:8080/other", "")  # only the quote text
+    # Links into the bridge point at x.com instead, the quote link's text too.
+    assert quote.summary == (
+        "Quoting this\n\n---\n\n[x.com/other/status/77](https://x.com/other/status/77)"
+    )
+    assert all("10.0.0.5" not in item.summary for item in posts.values())
 
 
 def test_rsshub_rss_becomes_the_same_posts() -> None:
@@ -342,13 +347,15 @@ def test_rsshub_rss_becomes_the_same_posts() -> None:
     assert rsshub_feed.info.title == "Jack Example (@jack)"
     rsshub = built(rsshub_feed)
     assert [(i.key, i.link, i.title) for i in rsshub] == [(i.key, i.link, i.title) for i in nitter]
-    kinds = [(i.social.kind, i.social.context_handle) for i in rsshub if i.social]
+    kinds = [
+        (i.social.kind, i.social.context_name, i.social.context_handle) for i in rsshub if i.social
+    ]
     assert kinds == [
-        ("quote", "@other"),
-        ("reply", "@alice"),
-        ("repost", "@orig"),
-        ("post", None),
-        ("post", None),
+        ("quote", None, "@other"),
+        ("reply", None, "@alice"),
+        ("repost", "Orig Inal", "@orig"),  # RSSHub names the original author
+        ("post", None, None),
+        ("post", None, None),
     ]
     assert rsshub[3].social is not None
     assert rsshub[3].social.images == (
@@ -512,6 +519,39 @@ async def test_json_feed_from_a_server(fetcher: Fetcher, services: Callable[...,
         feed = await parse_off_loop(fetched)
         assert feed.info.kind == "json"
         assert all(isinstance(e.item, Item) for e in feed.entries)
+
+
+async def test_a_page_linking_only_a_json_feed(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.docs["/blog/"] = Doc(
+        b'<html><head><link rel="alternate" type="application/feed+json" href="feed.json">'
+        b"</head><body>blog</body></html>",
+        content_type="text/html",
+    )
+    feed_server.docs["/blog/feed.json"] = Doc(json_feed_11(BASE), content_type="application/json")
+    fetched = await fetch_source(fetcher, feed_server.url("/blog/"))
+    assert fetched.source_url == feed_server.url("/blog/feed.json")
+    feed = await parse_off_loop(fetched)
+    assert (feed.info.title, len(feed.entries)) == ("Harbour Notes", 2)
+
+
+async def test_the_poller_reads_json_feeds(
+    store: Store, fetcher: Fetcher, feed_server: FeedServer
+) -> None:
+    doc = json.loads(json_feed_10(BASE))
+    feed_server.docs["/f.json"] = Doc(json.dumps(doc).encode(), content_type="application/json")
+    await store.sync_config_feeds(
+        [ConfigFeed(feed_server.url("/f.json"), WebhookTarget(1, "token"))], now=T0
+    )
+    now = [T0]
+    poller = Poller(store, fetcher, PollSettings(jitter=0.0), clock=lambda: now[0], rng=lambda: 0.5)
+    (first,) = await poller.poll_due()
+    assert (first.status, first.new_items) == ("new", 1)
+    doc["items"].insert(0, {"id": "a2", "url": f"{BASE}/old/a2", "content_text": "Fresh"})
+    feed_server.docs["/f.json"] = Doc(json.dumps(doc).encode(), content_type="application/json")
+    now[0] += timedelta(minutes=11)
+    (second,) = await poller.poll_due()
+    assert (second.status, second.new_items, second.queued) == ("new", 1, 1)
+    assert [key for _, key, _ in await store.outbox_items()] == ["a2"]
 
 
 # -- Bluesky and Mastodon fetch plans (stand-in parsers; the real ones parse the JSON) ------

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import replace
-from html.parser import HTMLParser
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
+
+from bs4 import BeautifulSoup
 
 from bot.models import FeedInfo, Item, PostKind, SocialPost
 from bot.sources.feed import (
@@ -33,6 +34,7 @@ from bot.sources.feed import (
     ParsedEntry,
     ParsedFeed,
     build_item,
+    html_to_markdown,
     normalise_link,
     parse_feed,
     short_title,
@@ -67,22 +69,45 @@ def status_id(link: str | None) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-class _Media(HTMLParser):
-    """Images and links of a post's description (HTML)."""
+@dataclass(frozen=True, slots=True)
+class _Post:
+    html: str  # the description with links moved off the bridge
+    images: tuple[str, ...]  # as written (still on the bridge)
+    links: tuple[str, ...]
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.images: list[str] = []
-        self.links: list[str] = []
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag == "img" and found.get("src"):
-            self.images.append(str(found["src"]).strip())
-        elif tag == "a" and found.get("href"):
-            self.links.append(str(found["href"]).strip())
+def _unbridge_link(href: str, bridge_host: str) -> str:
+    """A link into the bridge (a profile, a status, a search) -> the same page on x.com."""
+    try:
+        parts = urlsplit(href)
+    except ValueError:
+        return href
+    if (parts.netloc or "").lower() != bridge_host:
+        return href
+    query = f"?{parts.query}" if parts.query else ""
+    return f"https://x.com{parts.path}{query}"
 
-    handle_startendtag = handle_starttag
+
+def _read_post(description: str, bridge_host: str) -> _Post:
+    soup = BeautifulSoup(description, "html.parser")
+    images: list[str] = []
+    links: list[str] = []
+    for img in soup.find_all("img"):
+        src = img.get("src")
+        if isinstance(src, str) and src.strip():
+            images.append(src.strip())
+    for anchor in soup.find_all("a"):
+        href = anchor.get("href")
+        if not isinstance(href, str) or not href.strip():
+            continue
+        moved = _unbridge_link(href.strip(), bridge_host)
+        links.append(moved)
+        if moved != href.strip():
+            anchor["href"] = moved
+            shown = anchor.get_text()
+            if shown.startswith(bridge_host):  # Nitter shows quote links as host/path#m
+                anchor.string = "x.com" + shown[len(bridge_host) :].removesuffix("#m")
+    return _Post(str(soup), tuple(images), tuple(links))
 
 
 def _unbridge_media(url: str, bridge_host: str) -> str:
@@ -123,10 +148,19 @@ def _creator(raw: Any) -> str | None:
 
 
 def _classify(
-    raw: Any, own: tuple[str, str] | None, links: list[str], owner: str
+    raw: Any, own: tuple[str, str] | None, links: list[str], owner: str, owner_name: str
 ) -> tuple[PostKind, str | None, str | None, str]:
     """(kind, context name, context handle, title without the bridge's prefix)."""
     title = _text_of(raw)
+    # RSSHub names the original author of a repost in the item's <author>
+    author = dict.get(raw, "author")
+    other_name = (
+        author.strip()
+        if isinstance(author, str) and author.strip() and not author.strip().startswith("@")
+        else None
+    )
+    if other_name == owner_name:
+        other_name = None
     if match := _REPOST.match(title):
         original = _creator(raw) or (own[0] if own else None)
         return "repost", None, f"@{original}" if original else None, title[match.end() :]
@@ -135,7 +169,7 @@ def _classify(
     if match := _RSSHUB_REPOST.match(title):
         who = match.group("who").strip()
         if who.startswith("@"):
-            return "repost", None, who, title[match.end() :]
+            return "repost", other_name, who, title[match.end() :]
         return "repost", who, None, title[match.end() :]
     creator = _creator(raw)
     if creator and creator.lower() != owner.lower():
@@ -168,14 +202,12 @@ def parse_bridge_feed(
         raw = entry.raw
         own = status_id(entry.link) or status_id(dict.get(raw, "id"))
         base_item = build_item(parsed, entry)
-        media = _Media()
-        media.feed(str(dict.get(raw, "summary") or ""))
-        media.close()
+        post = _read_post(str(dict.get(raw, "summary") or ""), bridge_host)
         kind, context_name, context_handle, text_title = _classify(
-            raw, own, media.links, shown_handle
+            raw, own, list(post.links), shown_handle, name
         )
         images: list[str] = []
-        for src in media.images:
+        for src in post.images:
             image = _unbridge_media(src, bridge_host)
             if image.startswith(("http://", "https://")) and image not in images:
                 images.append(image)
@@ -184,7 +216,7 @@ def parse_bridge_feed(
             link: str | None = f"https://x.com/{own[0]}/status/{own[1]}"
         else:
             key, link = entry.key, entry.link
-        summary = base_item.summary
+        summary, _ = html_to_markdown(post.html, base=parsed.base_url, page=link)
         item = Item(
             key=key,
             title=short_title(text_title) if text_title.strip() else base_item.title,
