@@ -77,8 +77,8 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
             "bluesky",
             "https://bsky.app/profile/did:plc:z72i7hdynmk6r22z27h6tvur",
         ),
-        ("@Gargron@mastodon.social", "mastodon", "https://mastodon.social/@Gargron"),
-        ("https://mastodon.social/@Gargron", "mastodon", "https://mastodon.social/@Gargron"),
+        ("@Gargron@mastodon.social", "mastodon", "https://mastodon.social/@gargron"),
+        ("https://Mastodon.Social/@Gargron", "mastodon", "https://mastodon.social/@gargron"),
         ("https://fosstodon.org/@alice/", "mastodon", "https://fosstodon.org/@alice"),
         ("https://mastodon.social/@bob@hachyderm.io", "mastodon", "https://hachyderm.io/@bob"),
         (
@@ -774,6 +774,11 @@ async def test_social_post_round_trips_through_storage(store: Store) -> None:
     (entry,) = delivery.entries
     assert entry.item.social == post
     assert entry.item == social
+    async with store.db.read() as conn:  # a plain item stores SQL NULL
+        plain_keys = (
+            await conn.execute(select(items.c.item_key).where(items.c.social.is_(None)))
+        ).scalars()
+        assert list(plain_keys) == ["x:1"]
 
 
 # -- config, settings ---------------------------------------------------------------------

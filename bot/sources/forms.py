@@ -152,6 +152,7 @@ def _mastodon(user: str, instance: str, typed: str, *, scheme: str = "https") ->
             "such as @gargron@mastodon.social, or the profile's address "
             "https://mastodon.social/@gargron."
         )
+    user = user.lower()  # Mastodon usernames are case-insensitive: one source either way
     return SourceRef("mastodon", f"{user}@{instance}", f"{scheme}://{instance}/@{user}")
 
 

@@ -88,10 +88,11 @@ def parse_changed(
     """Parse a changed feed body, skipping entries ``previous`` vouches for.
 
     ``parse`` is the source's parser (``FetchedSource.parse``): None for
-    :func:`parse_feed` (RSS / Atom / JSON Feed), the bridge parser for X, a JSON API's parser for
-    Bluesky and Mastodon. JSON documents cannot be split into entries, so they
-    are always parsed whole. CPU-bound: run it in a worker thread. Raises
-    :class:`ParseError` as ``parse`` does (always from a parse of the whole document).
+    :func:`parse_feed` (RSS / Atom / JSON Feed), the bridge parser for X, a JSON
+    API's parser for Bluesky and Mastodon. JSON documents cannot be split into
+    entries, so they are always parsed whole. CPU-bound: run it in a worker
+    thread. Raises :class:`ParseError` as ``parse`` does (always from a parse of
+    the whole document).
     """
     parse = parse or parse_feed
     context: Context = (url, _header(headers, "content-location"), _header(headers, "content-type"))

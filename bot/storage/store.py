@@ -18,14 +18,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, updat
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.models import (
-    FeedInfo,
-    Item,
-    SocialPost,
-    SourceHealth,
-    SubscriptionView,
-    WebhookTarget,
-)
+from bot.models import FeedInfo, Item, SocialPost, SourceHealth, SubscriptionView, WebhookTarget
 from bot.storage.db import Database
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
