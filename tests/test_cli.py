@@ -366,8 +366,9 @@ async def test_check_an_x_account_through_a_bridge(tmp_path: Path) -> None:
         code, out, err = await feedhook("check", "--config", str(config), "x:@Jack")
         assert code == 0, err
         assert out.startswith("Jack Example (@jack) (rss, 2 entries)\n  site: https://x.com/jack")
-        assert "Second post\n  https://x.com/jack/status/2" in out
-        assert "image: https://pbs.twimg.com/media/PIC.jpg" in out
+        assert "\n  https://x.com/jack/status/2\n" in out
+        assert "Second post" in out
+        assert "https://pbs.twimg.com/media/PIC.jpg" in out
         assert bridge.base not in out  # nothing points at the bridge
         code, out, err = await feedhook(
             "check", "--json", "--config", str(config), "https://twitter.com/jack"
