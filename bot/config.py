@@ -247,7 +247,9 @@ class Config(_Section):
     ) -> tuple[FeedEntry, ...]:
         """Each [[feeds]] url as its source's canonical URL (one source, however typed)."""
         sources = info.data.get("sources")
-        settings = sources.settings() if isinstance(sources, SourcesConfig) else SourceSettings()
+        if not isinstance(sources, SourcesConfig):
+            return feeds  # [sources] is invalid itself: that is the error to report
+        settings = sources.settings()
         out = []
         for index, feed in enumerate(feeds):
             try:

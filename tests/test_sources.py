@@ -850,6 +850,10 @@ def test_config_source_errors_are_one_line_naming_the_key(
         ('[sources.x]\nbridges = ["ftp://n"]\n', "sources.x.bridges: expected an http(s) base URL"),
         ("[sources.bluesky]\ninclude_replies = 3\n", "sources.bluesky.include_replies"),
         ('[sources.reddit]\nbase = "x"\n', "unknown key 'sources.reddit.base'"),
+        (  # the bad bridge is the problem, not the X feed that needs one
+            f'[sources.x]\nbridges = ["ftp://n"]\n[[feeds]]\nurl = "x:jack"\nwebhook = "{HOOK}"\n',
+            "sources.x.bridges: expected an http(s) base URL",
+        ),
     ],
 )
 def test_sources_settings_are_validated(tmp_path: Path, text: str, expected: str) -> None:
