@@ -115,6 +115,13 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
         ("https://example.com/feed.xml", "feed", "https://example.com/feed.xml"),
         ("  https://example.com/blog/  ", "feed", "https://example.com/blog/"),
         ("https://medium.com/@writer", "feed", "https://medium.com/@writer"),
+        # a profile's own RSS stays the feed it is
+        (
+            "https://bsky.app/profile/did:plc:z72i7hdynmk6r22z27h6tvur/rss",
+            "feed",
+            "https://bsky.app/profile/did:plc:z72i7hdynmk6r22z27h6tvur/rss",
+        ),
+        ("https://mastodon.social/@Gargron.rss", "feed", "https://mastodon.social/@Gargron.rss"),
         ("https://example.com/feed.json", "feed", "https://example.com/feed.json"),
     ],
 )

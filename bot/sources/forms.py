@@ -90,6 +90,7 @@ _YOUTUBE_HOSTS: Final = frozenset({"youtube.com"})
 _REDDIT_HOSTS: Final = frozenset({"reddit.com"})
 # Sites with /@user pages that are not Mastodon (their pages link their own feeds).
 _NOT_MASTODON: Final = frozenset({"bsky.app", "medium.com", "tiktok.com", "threads.net"})
+_FEED_SUFFIXES: Final = (".rss", ".atom", ".xml", ".json")
 _HOST_PREFIXES: Final = ("www.", "mobile.", "m.", "old.", "new.")
 
 
@@ -251,6 +252,8 @@ def _url_form(text: str, settings: SourceSettings) -> SourceRef:
     if bare == "bsky.app":
         if len(segments) == 2 and segments[0] == "profile":
             return _bluesky(segments[1], text)
+        if len(segments) == 3 and segments[0] == "profile" and segments[2] == "rss":
+            return SourceRef("feed", text, text)  # the profile's own RSS, asked for as such
         raise SourceFormError(
             f"{_shown(text)} is not a Bluesky profile: give its address, such as "
             "https://bsky.app/profile/alice.bsky.social, or bsky:alice.bsky.social."
@@ -270,6 +273,7 @@ def _url_form(text: str, settings: SourceSettings) -> SourceRef:
     if (
         len(segments) == 1
         and segments[0].startswith("@")
+        and not segments[0].lower().endswith(_FEED_SUFFIXES)  # /@user.rss is a plain feed
         and not parts.query
         and bare not in _NOT_MASTODON
     ):
