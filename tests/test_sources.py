@@ -115,6 +115,7 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
         ("https://example.com/feed.xml", "feed", "https://example.com/feed.xml"),
         ("  https://example.com/blog/  ", "feed", "https://example.com/blog/"),
         ("https://medium.com/@writer", "feed", "https://medium.com/@writer"),
+        ("https://shop.example/@sale+now", "feed", "https://shop.example/@sale+now"),
         # a profile's own RSS stays the feed it is
         (
             "https://bsky.app/profile/did:plc:z72i7hdynmk6r22z27h6tvur/rss",

@@ -277,10 +277,10 @@ def _url_form(text: str, settings: SourceSettings) -> SourceRef:
         and not parts.query
         and bare not in _NOT_MASTODON
     ):
-        account = segments[0][1:]
-        user, at, remote = account.partition("@")
-        # instance/@user@remote is a remote account seen from another server
-        return _mastodon(user, remote if at else netloc, text, scheme=parts.scheme.lower())
+        user, at, remote = segments[0][1:].partition("@")
+        if _MASTODON_USER.match(user):  # else some other site's page: a feed or HTML page
+            # instance/@user@remote is a remote account seen from another server
+            return _mastodon(user, remote if at else netloc, text, scheme=parts.scheme.lower())
     return SourceRef("feed", text, text)
 
 
