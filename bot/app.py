@@ -17,6 +17,7 @@ from bot.delivery import Deliverer, DeliverySettings
 from bot.net import Fetcher, NetSettings
 from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.services import FeedService, ServiceSettings
+from bot.sources.resolve import SourceResolver
 from bot.staleness import WINDOW, StaleWatch
 from bot.storage.db import Database
 from bot.storage.store import ConfigFeed, Store
@@ -53,10 +54,16 @@ def net_settings(config: Config) -> NetSettings:
         connect_timeout=min(10.0, polling.timeout),
         max_body_bytes=polling.max_body_bytes,
         allow_private_addresses=polling.allow_private_addresses,
-        allowed_hosts=frozenset(polling.allowed_hosts),
+        # X bridges usually run on the LAN: their hosts pass the SSRF guard like allowed_hosts.
+        allowed_hosts=frozenset(polling.allowed_hosts) | config.sources.bridge_hosts(),
         per_host_concurrency=polling.per_host_concurrency,
         max_server_delay=polling.max_interval,
     )
+
+
+def source_resolver(config: Config) -> SourceResolver:
+    """Fetching state for every source kind; one per process (it remembers working bridges)."""
+    return SourceResolver(config.sources.settings())
 
 
 def poll_settings(config: Config) -> PollSettings:
@@ -116,7 +123,10 @@ class App:
         self.db = Database(config.database.url)
         self.store = Store(self.db)
         self.fetcher = Fetcher(net_settings(config))
-        self.poller = Poller(self.store, self.fetcher, poll_settings(config), clock=clock)
+        self.sources = source_resolver(config)
+        self.poller = Poller(
+            self.store, self.fetcher, poll_settings(config), clock=clock, sources=self.sources
+        )
         self.deliverer = Deliverer(self.store, delivery_settings(config), clock=clock)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.stale_watch = StaleWatch()
@@ -196,6 +206,7 @@ class App:
             ),
             send_now=self.deliverer.send_now,
             clock=self.clock,
+            sources=self.sources,
         )
         self.bot = FeedhookBot(services, guild_ids=discord_config.guild_ids, **self.bot_options)
         try:

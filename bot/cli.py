@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import __version__
-from bot.app import App, BotError, net_settings
+from bot.app import App, BotError, net_settings, source_resolver
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
 from bot.logs import setup_logging
@@ -26,6 +26,7 @@ from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
 from bot.render import render_item
 from bot.sources.feed import ParsedFeed, ParseError
+from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
@@ -57,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="poll sources and relay new items until stopped"))
     check = with_config(sub.add_parser("check", help="fetch and parse one source; store nothing"))
-    check.add_argument("source", help="a feed URL or a web page that links its feed")
+    check.add_argument(
+        "source",
+        help="a feed URL, a web page that links its feed, or x:handle, bsky:handle, "
+        "@user@instance, a YouTube or Reddit URL",
+    )
     check.add_argument("--json", action="store_true", help="print webhook request bodies as JSON")
     with_config(sub.add_parser("status", help="show each source's health"))
     demo = sub.add_parser(
@@ -114,13 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def check_source(config: Config, source: str, *, as_json: bool, out: TextIO) -> None:
-    url = source.strip()
-    if not url.startswith(("http://", "https://")):
-        raise CommandError(f"{source!r} is not a source feedhook understands; give an http(s) URL")
+    sources = source_resolver(config)
+    try:
+        ref = parse_source(source, sources.settings)
+        ensure_usable(ref, sources.settings)
+    except SourceFormError as exc:
+        raise CommandError(str(exc)) from None
+    url = ref.url
     try:
         async with Fetcher(net_settings(config)) as fetcher:
-            fetched = await fetch_source(fetcher, url)
-            parsed = await parse_off_loop(fetched.result)
+            fetched = await fetch_source(fetcher, url, sources=sources)
+            parsed = await parse_off_loop(fetched)
     except (FetchError, ParseError) as exc:
         raise CommandError(f"{url}: {exc}") from None
     built = build_items(parsed, parsed.entries, link_counts(parsed.entries))

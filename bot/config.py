@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -19,10 +20,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from bot.models import WebhookTarget
+from bot.sources.forms import SourceFormError, SourceSettings, ensure_usable, parse_source
 from bot.webhooks import WebhookURLError, parse_webhook_url
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -128,7 +131,77 @@ class DeliveryConfig(_Section):
     error_budget: int = Field(default=2000, ge=10, le=9000)
 
 
+def _service_url(value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^https?://[^/\s?#]+", value):
+        raise ValueError("an http(s) base URL such as https://service.example")
+    return value.rstrip("/")
+
+
+class XSourceConfig(_Section):
+    bridges: tuple[str, ...] = ()
+
+    @field_validator("bridges")
+    @classmethod
+    def _bridge_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_service_url(bridge) for bridge in value)
+
+
+class BlueskySourceConfig(_Section):
+    api_base: str = "https://public.api.bsky.app"
+    include_reposts: bool = True
+    include_replies: bool = False
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        return _service_url(value)
+
+
+class YouTubeSourceConfig(_Section):
+    base_url: str = "https://www.youtube.com"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        return _service_url(value)
+
+
+class RedditSourceConfig(_Section):
+    base_url: str = "https://www.reddit.com"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        return _service_url(value)
+
+
+class SourcesConfig(_Section):
+    x: XSourceConfig = XSourceConfig()
+    bluesky: BlueskySourceConfig = BlueskySourceConfig()
+    youtube: YouTubeSourceConfig = YouTubeSourceConfig()
+    reddit: RedditSourceConfig = RedditSourceConfig()
+
+    def settings(self) -> SourceSettings:
+        return SourceSettings(
+            x_bridges=self.x.bridges,
+            bluesky_api_base=self.bluesky.api_base,
+            bluesky_include_reposts=self.bluesky.include_reposts,
+            bluesky_include_replies=self.bluesky.include_replies,
+            youtube_base=self.youtube.base_url,
+            reddit_base=self.reddit.base_url,
+        )
+
+    def bridge_hosts(self) -> frozenset[str]:
+        """Hosts of the X bridges: fetched even when private, like polling.allowed_hosts."""
+        return frozenset(
+            (urlsplit(bridge).hostname or "").lower().strip("[]") for bridge in self.x.bridges
+        )
+
+
 class FeedEntry(_Section):
+    # A feed URL or any source form (x:handle, bsky:handle, @user@instance...); Config
+    # replaces it by the source's canonical URL, checked against [sources.*].
     url: str
     webhook: str = Field(repr=False)
     backfill: int = Field(default=0, ge=0, le=10)
@@ -139,8 +212,8 @@ class FeedEntry(_Section):
     @classmethod
     def _source_url(cls, value: str) -> str:
         value = value.strip()
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("an http(s) feed URL")
+        if not value:
+            raise ValueError("a feed URL or a source such as x:handle or bsky:handle")
         return value
 
     @field_validator("webhook")
@@ -163,7 +236,35 @@ class Config(_Section):
     polling: PollingConfig = PollingConfig()
     logging: LoggingConfig = LoggingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    sources: SourcesConfig = SourcesConfig()
+    # After sources: its validator reads them.
     feeds: tuple[FeedEntry, ...] = ()
+
+    @field_validator("feeds")
+    @classmethod
+    def _canonical_sources(
+        cls, feeds: tuple[FeedEntry, ...], info: ValidationInfo
+    ) -> tuple[FeedEntry, ...]:
+        """Each [[feeds]] url as its source's canonical URL (one source, however typed)."""
+        sources = info.data.get("sources")
+        if not isinstance(sources, SourcesConfig):
+            return feeds  # [sources] is invalid itself: that is the error to report
+        settings = sources.settings()
+        out = []
+        for index, feed in enumerate(feeds):
+            try:
+                ref = parse_source(feed.url, settings)
+                ensure_usable(ref, settings)
+            except SourceFormError as exc:
+                # Not a ValueError to pydantic: it would lose the index. load_config
+                # adds the file name.
+                raise FeedSourceError(f"feeds[{index}].url: {exc}") from None
+            out.append(feed.model_copy(update={"url": ref.url}))
+        return tuple(out)
+
+
+class FeedSourceError(ConfigError):
+    """A [[feeds]] url that is no source feedhook can use; names the key."""
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
@@ -219,6 +320,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     _apply_env(data, environ)
     try:
         return Config.model_validate(data)
+    except FeedSourceError as exc:
+        raise ConfigError(f"config error in {source}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         more = len(exc.errors()) - 1

@@ -18,9 +18,9 @@ from typing import Literal, Protocol, TypeVar
 
 from bot.models import Item
 from bot.net import Fetcher, FetchError
-from bot.sources.feed import ParsedEntry, ParsedFeed, ParseError, build_item
+from bot.sources.feed import DocumentParser, ParsedEntry, ParsedFeed, ParseError, build_item
 from bot.sources.incremental import ChangedDocument, SeenEntries, parse_changed
-from bot.sources.resolve import fetch_source
+from bot.sources.resolve import SourceResolver, fetch_source
 from bot.storage.store import (
     DueSource,
     FeedMeta,
@@ -188,9 +188,10 @@ def _parse_for_poll(
     headers: Mapping[str, str],
     previous: SeenEntries | None,
     build_limit: int,
+    parse: DocumentParser | None,
 ) -> tuple[ChangedDocument, list[Item] | None]:
     """Parse (in a worker thread) and, when only a few entries are unseen, build them too."""
-    document = parse_changed(body, url=url, headers=headers, previous=previous)
+    document = parse_changed(body, url=url, headers=headers, previous=previous, parse=parse)
     parsed = document.parsed
     if parsed is None or not document.reduced or len(document.candidates) > build_limit:
         return document, None
@@ -221,7 +222,9 @@ class Poller:
         *,
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
+        sources: SourceResolver | None = None,
     ) -> None:
+        self.sources = sources or SourceResolver()
         self.store = store
         self.fetcher = fetcher
         self.settings = settings
@@ -326,7 +329,11 @@ class Poller:
         now = self.clock()
         try:
             fetched = await fetch_source(
-                self.fetcher, source.url, etag=source.etag, last_modified=source.last_modified
+                self.fetcher,
+                source.url,
+                etag=source.etag,
+                last_modified=source.last_modified,
+                sources=self.sources,
             )
         except FetchError as exc:
             return await self._failed(source, str(exc), exc.retry_after)
@@ -370,6 +377,7 @@ class Poller:
                 headers=result.headers,
                 previous=previous,
                 build_limit=self.settings.build_before_check,
+                parse=fetched.parse,
             )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)

@@ -18,7 +18,8 @@ from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
 from bot.render import FORUM_TITLE_MAX, render_item, truncate
 from bot.sources.feed import ParseError
-from bot.sources.resolve import fetch_source, parse_off_loop
+from bot.sources.forms import SourceFormError, ensure_usable, parse_source
+from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
 from bot.staleness import WINDOW, is_stale
 from bot.storage.store import FeedMeta, Store
 
@@ -90,7 +91,9 @@ class FeedService:
         *,
         send_now: SendNow | None = None,
         clock: Clock = utcnow,
+        sources: SourceResolver | None = None,
     ) -> None:
+        self.sources = sources or SourceResolver()
         self.store = store
         self.fetcher = fetcher
         self.settings = settings
@@ -100,16 +103,15 @@ class FeedService:
     # -- sources -------------------------------------------------------------------
 
     async def preview(self, source: str) -> SourcePreview:
-        """Fetch and parse ``source``; store nothing."""
-        url = source.strip()
-        if not url.startswith(("http://", "https://")):
-            raise ServiceError(
-                f"`{source[:100]}` is not a feed URL. Give a link starting with https://, "
-                "such as https://example.com/feed.xml or a web page that links its feed."
-            )
+        """Fetch and parse ``source`` (a URL or a form such as ``x:jack``); store nothing."""
         try:
-            fetched = await fetch_source(self.fetcher, url)
-            parsed = await parse_off_loop(fetched.result)
+            ref = parse_source(source, self.sources.settings)
+            ensure_usable(ref, self.sources.settings)
+        except SourceFormError as exc:
+            raise ServiceError(str(exc)) from None
+        try:
+            fetched = await fetch_source(self.fetcher, ref.url, sources=self.sources)
+            parsed = await parse_off_loop(fetched)
         except FetchError as exc:
             raise ServiceError(_fetch_problem(exc)) from None
         except ParseError as exc:
@@ -128,7 +130,7 @@ class FeedService:
             else None
         )
         return SourcePreview(
-            url=fetched.moved_to or fetched.result.url,
+            url=fetched.source_url,
             feed=parsed.info,
             item_count=len(parsed.entries),
             newest=newest,

@@ -52,14 +52,14 @@ class Feeds(commands.Cog):
 
     @feed.command(name="add", description="Post a feed's new items in a channel")
     @app_commands.describe(
-        url="Feed URL, or a web page that links its feed",
+        source="Feed or page URL, x:handle, bsky:handle, @user@instance, a YouTube or Reddit URL",
         channel="Where to post (default: this channel)",
         backfill="Also post the newest N items now (0-10)",
     )
     async def add(
         self,
         interaction: Interaction,
-        url: str,
+        source: str,
         channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None,
         backfill: app_commands.Range[int, 0, 10] = 0,
     ) -> None:
@@ -74,7 +74,7 @@ class Feeds(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             await self.services.check_room(interaction.guild_id)
-            preview = await self.services.preview(url)
+            preview = await self.services.preview(source)
             if await self.services.already_subscribed(
                 interaction.guild_id, target_channel.id, preview.url
             ):
@@ -184,13 +184,15 @@ class Feeds(commands.Cog):
         ]
 
     @feed.command(name="preview", description="See how a feed's newest item would look")
-    @app_commands.describe(url="Feed URL, or a web page that links its feed")
-    async def preview(self, interaction: Interaction, url: str) -> None:
+    @app_commands.describe(
+        source="Feed or page URL, x:handle, bsky:handle, @user@instance, a YouTube or Reddit URL"
+    )
+    async def preview(self, interaction: Interaction, source: str) -> None:
         if not await _allowed(interaction):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            found = await self.services.preview(url)
+            found = await self.services.preview(source)
         except ServiceError as exc:
             await _answer(interaction, str(exc))
             return

@@ -150,7 +150,7 @@ async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) 
 
 async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("b", "Second"), ("a", "First")], title="Harbour News"))
-    message = await world.reply("add", url=feed_url(world), backfill=0)
+    message = await world.reply("add", source=feed_url(world), backfill=0)
     assert f"Subscribed <#{NEWS}> to **Harbour News**" in message.content
     assert "2 items in the feed" in message.content
     assert [e["title"] for e in message.embeds] == ["Second"]  # the preview
@@ -173,7 +173,7 @@ async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:
     assert posted.allowed_mentions == {"parse": []}
     # A second subscription in the same channel reuses the bot's webhook.
     world.feeds.docs["/g.xml"] = Doc(rss([("x", "X")], title="Other"))
-    assert "Subscribed" in await world.run("add", url=feed_url(world, "/g.xml"))
+    assert "Subscribed" in await world.run("add", source=feed_url(world, "/g.xml"))
     assert len([h for h in world.fake.webhooks.values() if h.channel_id == NEWS]) == 1
     listing = await world.run("list")
     assert f"**Harbour News** → <#{NEWS}> · ok" in listing
@@ -221,7 +221,7 @@ async def test_stale_sources_are_flagged_in_list_and_status(world: World) -> Non
 
 async def test_manage_subscriptions_with_autocomplete(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "Only story")], title="Cat News"))
-    await world.run("add", url=feed_url(world))
+    await world.run("add", source=feed_url(world))
     choices = await world.fake.autocomplete(
         GUILD, NEWS, ADMIN, "feed", "pause", focused="subscription", value="cat"
     )
@@ -244,18 +244,18 @@ async def test_preview_stores_nothing_and_errors_are_one_clear_answer(world: Wor
     world.feeds.docs["/page.html"] = Doc(
         b"<html><body>no feed</body></html>", content_type="text/html"
     )
-    message = await world.reply("preview", url=feed_url(world))
+    message = await world.reply("preview", source=feed_url(world))
     assert "**Daily** (1 items)" in message.content
     assert [e["title"] for e in message.embeds] == ["Headline"]
     assert "No feed subscriptions yet" in await world.run("list")
     assert "not a feed feedhook can read" in await world.run(
-        "add", url=feed_url(world, "/page.html")
+        "add", source=feed_url(world, "/page.html")
     )
     assert "could not be fetched: HTTP 404" in await world.run(
-        "add", url=feed_url(world, "/missing.xml")
+        "add", source=feed_url(world, "/missing.xml")
     )
-    assert "refuses that address" in await world.run("preview", url="http://localhost:9/feed")
-    assert "is not a feed URL" in await world.run("add", url="just words")
+    assert "refuses that address" in await world.run("preview", source="http://localhost:9/feed")
+    assert "is not a feed URL" in await world.run("add", source="just words")
 
 
 async def test_a_member_without_manage_webhooks_is_refused(world: World) -> None:
@@ -266,7 +266,7 @@ async def test_a_member_without_manage_webhooks_is_refused(world: World) -> None
     for command in world.fake._commands[GUILD]:
         command["default_member_permissions"] = None
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")]))
-    for subcommand, options in (("list", {}), ("add", {"url": feed_url(world)}), ("status", {})):
+    for subcommand, options in (("list", {}), ("add", {"source": feed_url(world)}), ("status", {})):
         text = await world.run(subcommand, user=GUEST, **options)
         assert text == "You need the **Manage Webhooks** permission to manage feeds."
     assert world.fake.webhooks == {}
@@ -278,7 +278,7 @@ async def test_a_member_without_manage_webhooks_is_refused(world: World) -> None
 
 async def test_servers_see_and_touch_only_their_own(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")], title="Private Feed"))
-    await world.run("add", url=feed_url(world))
+    await world.run("add", source=feed_url(world))
     elsewhere = {"user": OTHER_ADMIN, "guild": OTHER_GUILD, "at": OTHER_CHANNEL}
     assert "No feed subscriptions yet" in await world.run("list", **elsewhere)
     assert (
@@ -298,11 +298,11 @@ async def test_servers_see_and_touch_only_their_own(world: World) -> None:
 async def test_channel_problems_are_explained(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "A")]))
     world.fake.deny_manage_webhooks(NEWS)
-    text = await world.run("add", url=feed_url(world))
+    text = await world.run("add", source=feed_url(world))
     assert f"I need the **Manage Webhooks** permission in <#{NEWS}>" in text
     for n in range(15):
         world.fake.add_webhook(FULL, guild_id=GUILD, name=f"other {n}")
-    text = await world.run("add", url=feed_url(world), channel=FULL)
+    text = await world.run("add", source=feed_url(world), channel=FULL)
     assert "already has 15 webhooks" in text
     assert "No feed subscriptions yet" in await world.run("list")
 
@@ -310,17 +310,17 @@ async def test_channel_problems_are_explained(world: World) -> None:
 async def test_the_server_limit(world: World) -> None:
     for name in "abcd":
         world.feeds.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
-    assert "Subscribed" in await world.run("add", url=feed_url(world, "/a.xml"))
-    assert "already gets **Feed a**" in await world.run("add", url=feed_url(world, "/a.xml"))
+    assert "Subscribed" in await world.run("add", source=feed_url(world, "/a.xml"))
+    assert "already gets **Feed a**" in await world.run("add", source=feed_url(world, "/a.xml"))
     for name in "bc":
-        assert "Subscribed" in await world.run("add", url=feed_url(world, f"/{name}.xml"))
-    text = await world.run("add", url=feed_url(world, "/d.xml"))
+        assert "Subscribed" in await world.run("add", source=feed_url(world, f"/{name}.xml"))
+    text = await world.run("add", source=feed_url(world, "/d.xml"))
     assert "already has 3 feed subscriptions" in text
 
 
 async def test_a_forum_gets_one_post_per_item_titled_by_the_item(world: World) -> None:
     world.feeds.docs["/f.xml"] = Doc(rss([("a", "Old")], title="Articles"))
-    assert f"Subscribed <#{FORUM}>" in await world.run("add", url=feed_url(world), channel=FORUM)
+    assert f"Subscribed <#{FORUM}>" in await world.run("add", source=feed_url(world), channel=FORUM)
     await asyncio.sleep(1.5)
     world.feeds.docs["/f.xml"] = Doc(rss([("b", "Fresh article"), ("a", "Old")], title="Articles"))
     (posted,) = await world.fake.wait_for_messages(1, channel_id=FORUM, within=10)
@@ -334,8 +334,8 @@ async def test_a_forum_gets_one_post_per_item_titled_by_the_item(world: World) -
 async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: World) -> None:
     for name in "abc":
         world.feeds.docs[f"/{name}.xml"] = Doc(rss([(name, name)], title=f"Feed {name}"))
-    await world.run("add", url=feed_url(world, "/a.xml"))
-    await world.run("add", url=feed_url(world, "/b.xml"), channel=FORUM)
+    await world.run("add", source=feed_url(world, "/a.xml"))
+    await world.run("add", source=feed_url(world, "/b.xml"), channel=FORUM)
     await world.fake.delete_channel(NEWS)
     # From here on, commands come from a channel that still exists.
     (hook,) = [h for h in world.fake.webhooks.values() if h.channel_id == FORUM]
@@ -353,7 +353,7 @@ async def test_deleted_channel_webhook_and_guild_disable_with_reasons(world: Wor
     status = await world.run("status", at=FULL)
     assert "2 disabled" in status
     world.feeds.docs["/c.xml"] = Doc(rss([("c", "c")], title="Feed c"))
-    await world.run("add", url=feed_url(world, "/c.xml"), at=FULL)
+    await world.run("add", source=feed_url(world, "/c.xml"), at=FULL)
     await world.fake.remove_guild(GUILD)
     for _ in range(200):  # GUILD_DELETE is handled in the bot's own time
         if not any(v.enabled for v in await world.app.store.guild_subscriptions(GUILD)):

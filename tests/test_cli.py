@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_services import Account, FakeServices, Tweet
 from tests.test_poller import rss
 
 HOOK = "https://discord.com/api/webhooks/{id}/token-{id}"
@@ -149,9 +150,9 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
     assert f"no database at {tmp_path / 'feedhook.db'}; run `feedhook run`" in err
     assert not (tmp_path / "feedhook.db").exists()
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database upgraded from empty to 0001")
+    assert (code, out.strip()) == (0, "database upgraded from empty to 0002")
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database already at revision 0001")
+    assert (code, out.strip()) == (0, "database already at revision 0002")
     code, out, _ = await feedhook("status", "--config", str(config))
     assert (code, out.strip()) == (0, "0 sources, 0 items seen, 0 deliveries queued")
 
@@ -339,3 +340,72 @@ async def test_demo_shows_items_arriving() -> None:
     assert out.count("| Harbour Town News  [BOT]") == 2
     assert "(mentions: none can ping)" in out
     assert "2 message(s) delivered; demo finished." in out
+
+
+# -- check: source forms ---------------------------------------------------------------
+
+
+def write_sources_config(tmp_path: Path, extra: str = "") -> Path:
+    """No polling.allowed_hosts: a bridge's host passes the SSRF guard on its own."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "feedhook.db"}"\n'
+        '[polling]\ntimeout = "5s"\n' + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_check_an_x_account_through_a_bridge(tmp_path: Path) -> None:
+    bridge = await FakeServices(bridge="nitter").start()
+    try:
+        bridge.accounts["jack"] = Account(
+            tweets=[Tweet(2, "Second post", images=("PIC",), minutes=2), Tweet(1, "First post")]
+        )
+        config = write_sources_config(tmp_path, f'[sources.x]\nbridges = ["{bridge.base}"]\n')
+        code, out, err = await feedhook("check", "--config", str(config), "x:@Jack")
+        assert code == 0, err
+        assert out.startswith("Jack Example (@jack) (rss, 2 entries)\n  site: https://x.com/jack")
+        assert "\n  https://x.com/jack/status/2\n" in out
+        assert "Second post" in out
+        assert "https://pbs.twimg.com/media/PIC.jpg" in out
+        assert bridge.base not in out  # nothing points at the bridge
+        code, out, err = await feedhook(
+            "check", "--json", "--config", str(config), "https://twitter.com/jack"
+        )
+        assert code == 0, err
+        assert len(json.loads(out)) == 2
+    finally:
+        await bridge.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x:jack", "X has no public feed"),
+        ("x:@", "`x:@` is missing the X handle"),
+        ("@@x", "`@@x` is not a handle"),
+    ],
+)
+async def test_check_refuses_unusable_sources_in_one_line(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    code, out, err = await feedhook(
+        "check", "--config", str(write_sources_config(tmp_path)), source
+    )
+    assert code == 1
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"feedhook: {expected}")
+    if source == "x:jack":
+        assert '[sources.x] bridges = ["https://nitter.example"]' in line
+
+
+async def test_an_x_feed_without_bridges_is_a_config_error(tmp_path: Path) -> None:
+    config = write_sources_config(
+        tmp_path, f'[[feeds]]\nurl = "x:jack"\nwebhook = "{HOOK.format(id=1)}"\n'
+    )
+    code, _out, err = await feedhook("status", "--config", str(config))
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith(f"feedhook: config error in {config}: feeds[0].url: X has no public")

@@ -162,6 +162,10 @@ def test_example_config_is_valid_and_lists_every_key(tmp_path: Path) -> None:
     for section in ("discord", "database", "polling", "delivery", "logging"):
         model = getattr(Config(), section)
         assert set(data[section]) == set(type(model).model_fields), section
+    assert set(data["sources"]) == set(type(config.sources).model_fields)
+    for section, model in config.sources:
+        assert set(data["sources"][section]) == set(type(model).model_fields), section
+        assert model == getattr(Config().sources, section), f"sources.{section} defaults"
     assert config.feeds
     assert set(data["feeds"][0]) == set(type(config.feeds[0]).model_fields)
 

@@ -11,8 +11,11 @@ import pytest
 from bot.models import WebhookTarget
 from bot.net import Fetcher, NetSettings
 from bot.services import FeedService, ServiceError, ServiceSettings
+from bot.sources.forms import SourceSettings
+from bot.sources.resolve import SourceResolver
 from bot.storage.store import Store
 from tests.conftest import Doc, FeedServer
+from tests.fakes.fake_services import Account, FakeServices, Tweet
 from tests.test_poller import rss
 
 GUILD, OTHER_GUILD, CHANNEL = 10, 20, 300
@@ -248,3 +251,44 @@ def test_long_lists_are_split_into_pages() -> None:
     assert len(out) > 1
     assert all(len(page) <= 1900 for page in out)
     assert "\n".join(out).split("\n") == lines
+
+
+# -- source forms --------------------------------------------------------------------
+
+
+async def test_add_a_source_typed_as_a_form(store: Store, fetcher: Fetcher) -> None:
+    bridge = await FakeServices(bridge="nitter").start()
+    try:
+        bridge.accounts["jack"] = Account(tweets=[Tweet(7, "Hello from X")])
+        sources = SourceResolver(SourceSettings(x_bridges=(bridge.base,)), parsers=None)
+        service = FeedService(store, fetcher, ServiceSettings(), clock=lambda: T0, sources=sources)
+        preview = await service.preview("x:@Jack")
+        assert preview.url == "https://x.com/jack"  # the canonical URL, not the bridge's
+        assert preview.feed.title == "Jack Example (@jack)"
+        assert preview.newest is not None
+        assert preview.newest.link == "https://x.com/jack/status/7"
+        assert preview.newest.social is not None
+        await add(service, "x:jack")
+        # The same account typed another way is the same source: already subscribed.
+        with pytest.raises(ServiceError, match="already gets"):
+            await add(service, "https://twitter.com/Jack")
+        assert await service.already_subscribed(GUILD, CHANNEL, preview.url)
+        (view,) = await service.subscriptions(GUILD)
+        assert view.source_url == "https://x.com/jack"
+    finally:
+        await bridge.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x:jack", r'\[sources\.x\] bridges = \["https://nitter\.example"\]'),
+        ("bsky:", "`bsky:` is missing the Bluesky handle"),
+        ("x:bad handle!", "is not an X handle"),
+    ],
+)
+async def test_unusable_forms_are_answered_clearly(
+    service: FeedService, source: str, expected: str
+) -> None:
+    with pytest.raises(ServiceError, match=expected):
+        await service.preview(source)

@@ -20,7 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.sources.feed import EntryRef, ParsedEntry, ParsedFeed, ParseError, parse_feed
+from bot.sources.feed import (
+    DocumentParser,
+    EntryRef,
+    ParsedEntry,
+    ParsedFeed,
+    ParseError,
+    parse_feed,
+)
 from bot.sources.split import split_entries
 
 Context = tuple[str, str | None, str | None]
@@ -71,15 +78,27 @@ def _link_counts(refs: list[EntryRef]) -> tuple[dict[str, int], list[int]]:
 
 
 def parse_changed(
-    body: bytes, *, url: str, headers: Mapping[str, str], previous: SeenEntries | None
+    body: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    previous: SeenEntries | None,
+    parse: DocumentParser | None = None,
 ) -> ChangedDocument:
     """Parse a changed feed body, skipping entries ``previous`` vouches for.
 
-    CPU-bound: run it in a worker thread. Raises :class:`ParseError` as
-    :func:`parse_feed` does (always from a parse of the whole document).
+    ``parse`` is the source's parser (``FetchedSource.parse``): None for
+    :func:`parse_feed` (RSS / Atom / JSON Feed), the bridge parser for X, a JSON
+    API's parser for Bluesky and Mastodon. JSON documents cannot be split into
+    entries, so they are always parsed whole. CPU-bound: run it in a worker
+    thread. Raises :class:`ParseError` as ``parse`` does (always from a parse of
+    the whole document).
     """
+    parse = parse or parse_feed
     context: Context = (url, _header(headers, "content-location"), _header(headers, "content-type"))
-    split = split_entries(body)
+    # JSON (JSON Feed, social APIs) has no entry elements to split: always parsed whole.
+    is_json = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+    split = None if is_json else split_entries(body)
     fingerprints = split.fingerprints() if split is not None else []
     if split is not None and previous is not None and previous.context == context:
         fresh = [i for i, fp in enumerate(fingerprints) if fp not in previous.refs]
@@ -87,9 +106,7 @@ def parse_changed(
             kept = {fp: previous.refs[fp] for fp in fingerprints}
             return ChangedDocument(None, (), {}, SeenEntries(context, kept), reduced=True)
         try:
-            parsed: ParsedFeed | None = parse_feed(
-                split.keeping(set(fresh)), url=url, headers=headers
-            )
+            parsed: ParsedFeed | None = parse(split.keeping(set(fresh)), url=url, headers=headers)
         except ParseError:
             parsed = None  # let the whole document's parse say what is wrong
         if parsed is not None and len(parsed.raw_refs) == len(fresh):
@@ -104,7 +121,7 @@ def parse_changed(
             remembered = SeenEntries(context, dict(zip(fingerprints, refs, strict=True)))
             return ChangedDocument(parsed, candidates, counts, remembered, reduced=True)
 
-    parsed = parse_feed(body, url=url, headers=headers)
+    parsed = parse(body, url=url, headers=headers)
     counts, _ = _link_counts(list(parsed.raw_refs))
     seen: SeenEntries | None = None
     if split is not None and len(fingerprints) == len(parsed.raw_refs):

@@ -7,6 +7,7 @@ well under a millisecond of CPU per source.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, updat
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.models import FeedInfo, Item, SourceHealth, SubscriptionView, WebhookTarget
+from bot.models import FeedInfo, Item, SocialPost, SourceHealth, SubscriptionView, WebhookTarget
 from bot.storage.db import Database
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
@@ -1428,6 +1429,7 @@ _ITEM_COLUMNS = (
     items.c.published_at,
     items.c.image_url,
     items.c.categories,
+    items.c.social,
 )
 
 
@@ -1442,7 +1444,29 @@ def _item_from_row(row: Any) -> Item:
         image=row.image_url,
         categories=tuple(row.categories or ()),
         link_norm=row.link_norm,
+        social=_social_from_json(row.social),
     )
+
+
+def _social_to_json(social: SocialPost | None) -> dict[str, Any] | None:
+    if social is None:
+        return None
+    values = dataclasses.asdict(social)
+    values["images"] = list(social.images)
+    return values
+
+
+def _social_from_json(value: Any) -> SocialPost | None:
+    """A stored SocialPost; keys this version does not know are ignored."""
+    if not isinstance(value, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(SocialPost)}
+    values = {k: v for k, v in value.items() if k in known}
+    values["images"] = tuple(values.get("images") or ())
+    try:
+        return SocialPost(**values)
+    except TypeError:  # a required field missing: render the item as a plain one
+        return None
 
 
 def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
@@ -1458,6 +1482,7 @@ def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
         "image_url": item.image,
         "categories": list(item.categories),
         "first_seen_at": now,
+        "social": _social_to_json(item.social),
     }
 
 

@@ -82,6 +82,11 @@ class ItemRow(SQLModel, table=True):
     image_url: str | None = Field(default=None, sa_column=Column(Text))
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     first_seen_at: datetime
+    # Item.social (a SocialPost as a JSON object) for posts of X, Bluesky, Mastodon.
+    # (none_as_null: a plain item stores SQL NULL, not the JSON value null)
+    social: dict[str, object] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class OutboxRow(SQLModel, table=True):
