@@ -287,7 +287,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "", 1)
     got = error.get("input")
     shown = "" if key.endswith(("token", "webhook")) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{key}: expected {message}{shown}"
+    if not message.startswith("expected "):  # validators that say it themselves
+        message = f"expected {message}"
+    return f"{key}: {message}{shown}"
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
