@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,6 +22,8 @@ from bot.config import Config
 from bot.discord.client import APOLOGY
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import MANAGE_WEBHOOKS, VIEW_CHANNEL, FakeDiscord
+from tests.fakes.fake_services import CHANNEL_ID, Account, FakeServices, Tweet
+from tests.fakes.fake_social import FakeSocial
 from tests.test_poller import rss
 
 TOKEN = "fake-bot-token"
@@ -60,9 +63,14 @@ class World:
         return await interaction.wait_for_response(within=10)
 
 
-@pytest.fixture
-async def world(
-    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+@asynccontextmanager
+async def running_world(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    sources: dict[str, Any] | None = None,
+    max_subscriptions: int = 3,
 ) -> AsyncIterator[World]:
     # The bot points discord.py at the fake (class attributes): put them back afterwards.
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
@@ -88,7 +96,7 @@ async def world(
                     "api_base": fake.api_base,
                     "gateway_url": fake.gateway_url,
                     "guild_ids": [GUILD, OTHER_GUILD],
-                    "max_subscriptions_per_guild": 3,
+                    "max_subscriptions_per_guild": max_subscriptions,
                 },
                 "database": {"url": f"sqlite:///{tmp_path / 'bot.db'}"},
                 "polling": {
@@ -99,6 +107,7 @@ async def world(
                     "timeout": 5,
                 },
                 "logging": {"level": "DEBUG"},
+                **({"sources": sources} if sources else {}),
             }
         )
         app = App(config, bot_options={"guild_ready_timeout": 0.1})
@@ -115,6 +124,14 @@ async def world(
         finally:
             await app.stop()
         assert fake.internal_errors == []
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[World]:
+    async with running_world(tmp_path, feed_server, monkeypatch) as running:
+        yield running
 
 
 def feed_url(world: World, path: str = "/f.xml") -> str:
@@ -399,3 +416,67 @@ async def test_a_wrong_token_is_one_clear_line(tmp_path: Path) -> None:
         "copy it again from the Developer Portal, Bot > Reset Token"
     )
     assert "wrong-token" not in err.decode()
+
+
+async def test_every_kind_of_source_is_added_by_its_form_and_posts_as_described(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/feed add with each form of issue 5; the newest two items of each (backfill) arrive
+    in the channel, social posts under their author's name and face, linked to the original."""
+    services = await FakeServices(bridge="nitter").start()
+    services.accounts["jack"] = Account(
+        tweets=[
+            Tweet(7, "Hello from X", minutes=1),
+            Tweet(8, "Two pictures", images=("A", "B"), minutes=2),
+        ]
+    )
+    try:
+        async with FakeSocial() as social:
+            settings = {
+                "x": {"bridges": [services.base]},
+                "bluesky": {"api_base": social.base_url},
+                "youtube": {"base_url": services.base},
+                "reddit": {"base_url": services.base},
+            }
+            async with running_world(
+                tmp_path, feed_server, monkeypatch, sources=settings, max_subscriptions=10
+            ) as world:
+                forms = {
+                    "x:@jack": "Jack Example (@jack)",
+                    "bsky:alice": "Alice Liddell 🐇 (@alice.bsky.social)",
+                    f"{social.base_url}/@alice": "Alice ✨ (@alice@social.example)",
+                    f"https://www.youtube.com/channel/{CHANNEL_ID}": "Example Channel",
+                    "https://www.reddit.com/r/python": "python",
+                    services.url("/feed-1.1.json"): "Harbour Notes",
+                }
+                for form in forms:
+                    answer = await world.run("add", source=form, backfill=2)
+                    assert answer.startswith(f"Subscribed <#{NEWS}> to **"), (form, answer)
+                expected = dict.fromkeys(forms.values(), 2)
+                expected["python"] = 1  # the Reddit feed holds one post
+                messages = await world.fake.wait_for_messages(
+                    sum(expected.values()), channel_id=NEWS, within=20
+                )
+                by_name: dict[str, list[Any]] = {}
+                for message in messages:
+                    by_name.setdefault(message.username, []).append(message)
+                assert {name: len(got) for name, got in by_name.items()} == expected
+                jack = by_name["Jack Example (@jack)"]
+                assert [m.embeds[0]["url"] for m in jack] == [
+                    "https://x.com/jack/status/7",
+                    "https://x.com/jack/status/8",
+                ]
+                assert jack[0].avatar_url  # the account's face, not the bot's
+                gallery = jack[1].embeds
+                assert len(gallery) == 2
+                assert {e["url"] for e in gallery} == {"https://x.com/jack/status/8"}
+                for name in forms.values():
+                    for message in by_name[name]:
+                        assert message.allowed_mentions == {"parse": []}
+                        assert message.embeds[0]["url"].startswith(("https://", "http://127.0.0.1"))
+                bsky = by_name["Alice Liddell 🐇 (@alice.bsky.social)"]
+                assert all(m.embeds[0]["url"].startswith("https://bsky.app/profile/") for m in bsky)
+                listing = await world.run("list")
+                assert listing.count(f"→ <#{NEWS}>") == len(forms)
+    finally:
+        await services.close()
