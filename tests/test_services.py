@@ -260,7 +260,7 @@ async def test_add_a_source_typed_as_a_form(store: Store, fetcher: Fetcher) -> N
     bridge = await FakeServices(bridge="nitter").start()
     try:
         bridge.accounts["jack"] = Account(tweets=[Tweet(7, "Hello from X")])
-        sources = SourceResolver(SourceSettings(x_bridges=(bridge.base,)), parsers=None)
+        sources = SourceResolver(SourceSettings(x_bridges=(bridge.base,)))
         service = FeedService(store, fetcher, ServiceSettings(), clock=lambda: T0, sources=sources)
         preview = await service.preview("x:@Jack")
         assert preview.url == "https://x.com/jack"  # the canonical URL, not the bridge's

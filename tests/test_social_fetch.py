@@ -1,6 +1,6 @@
 """The Bluesky and Mastodon fetch plans (bot/sources/resolve.py) with the real parsers
 (bot/sources/bluesky.py, mastodon.py) against the loopback AppView / instance
-(tests/fakes/fake_social.py). Skipped until both halves of issue 5 are merged."""
+(tests/fakes/fake_social.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from bot.net import Fetcher, NetSettings
 from bot.sources.feed import build_item
 from bot.sources.forms import SourceSettings, parse_source
 from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
+from tests.fakes import fake_social
 from tests.test_cli import feedhook
-
-pytest.importorskip("bot.sources.bluesky")
-pytest.importorskip("bot.sources.mastodon")
-fake_social = pytest.importorskip("tests.fakes.fake_social")
 
 
 @pytest.fixture
@@ -38,7 +35,6 @@ async def fetcher() -> AsyncIterator[Fetcher]:
 
 async def test_bluesky_through_the_real_parser(fetcher: Fetcher, social: Any) -> None:
     sources = SourceResolver(SourceSettings(bluesky_api_base=social.base_url))
-    assert sources.parsers is not None  # found bot.sources.bluesky / mastodon
     ref = parse_source("bsky:alice")
     fetched = await fetch_source(fetcher, ref.url, sources=sources)
     assert social.requests == ["/xrpc/app.bsky.feed.getAuthorFeed?actor=alice.bsky.social&limit=30"]

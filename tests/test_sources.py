@@ -412,9 +412,7 @@ async def services() -> AsyncIterator[Callable[..., Any]]:
 
 
 def resolver(*bridges: FakeServices, **settings: Any) -> SourceResolver:
-    return SourceResolver(
-        SourceSettings(x_bridges=tuple(b.base for b in bridges), **settings), parsers=None
-    )
+    return SourceResolver(SourceSettings(x_bridges=tuple(b.base for b in bridges), **settings))
 
 
 @pytest.mark.parametrize("failure", ["down", "slow"])
@@ -486,7 +484,7 @@ async def test_youtube_handle_page_leads_to_the_channel_feed(
     settings = SourceSettings(youtube_base=yt.base)
     ref = parse_source("https://www.youtube.com/@SomeName", settings)
     assert ref.url == yt.url("/@SomeName")
-    fetched = await fetch_source(fetcher, ref.url, sources=SourceResolver(settings, parsers=None))
+    fetched = await fetch_source(fetcher, ref.url, sources=SourceResolver(settings))
     feed_url = yt.url(f"/feeds/videos.xml?channel_id={CHANNEL_ID}")
     assert fetched.source_url == feed_url == fetched.moved_to
     assert kind_of(feed_url, settings).kind == "youtube"
@@ -691,12 +689,6 @@ async def test_mastodon_fetch_plan_caches_the_account_and_falls_back_to_rss(
     assert fetched.source_url == f"{base}/@alice"
     feed = await parse_off_loop(fetched)
     assert [e.key for e in feed.entries] == ["https://m.example/@alice/9"]
-
-
-async def test_social_sources_need_their_parsers(fetcher: Fetcher) -> None:
-    sources = SourceResolver(parsers=None)
-    with pytest.raises(FetchError, match="Bluesky sources are not available"):
-        await fetch_source(fetcher, "https://bsky.app/profile/alice.bsky.social", sources=sources)
 
 
 # -- the poller: one post through two bridges is one item -------------------------------------

@@ -28,13 +28,13 @@ Bluesky / Mastodon parsers (:class:`SocialParsers`).
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 from bot.net import Fetcher, FetchError, FetchResult
+from bot.sources import bluesky, mastodon
 from bot.sources.feed import (
     DocumentParser,
     ParsedFeed,
@@ -80,13 +80,7 @@ class SocialParsers:
     mastodon_statuses: MastodonStatusesParser
 
 
-def default_social_parsers() -> SocialParsers | None:
-    """``bot.sources.bluesky`` and ``bot.sources.mastodon``'s parsers, when both exist."""
-    try:
-        bluesky = importlib.import_module("bot.sources.bluesky")
-        mastodon = importlib.import_module("bot.sources.mastodon")
-    except ImportError:
-        return None
+def default_social_parsers() -> SocialParsers:
     return SocialParsers(
         bluesky_author_feed=bluesky.parse_author_feed,
         mastodon_account_id=mastodon.parse_account_id,
@@ -119,7 +113,7 @@ class SourceResolver:
     """Settings and per-process memory for fetching sources of every kind."""
 
     settings: SourceSettings = field(default_factory=SourceSettings)
-    parsers: SocialParsers | None = field(default_factory=default_social_parsers)
+    parsers: SocialParsers = field(default_factory=default_social_parsers)
     # The X bridge that answered last, tried first next time; and each bridge's kind.
     x_preferred: str | None = None
     x_styles: dict[str, BridgeStyle] = field(default_factory=dict)
@@ -252,14 +246,6 @@ async def _fetch_x(
 # --------------------------------------------------------------------------- Bluesky
 
 
-def _need_parsers(sources: SourceResolver, network: str) -> SocialParsers:
-    if sources.parsers is None:
-        raise FetchError(
-            "scheme", f"{network} sources are not available in this build of feedhook."
-        )
-    return sources.parsers
-
-
 async def _fetch_bluesky(
     fetcher: Fetcher,
     sources: SourceResolver,
@@ -268,7 +254,7 @@ async def _fetch_bluesky(
     etag: str | None,
     last_modified: str | None,
 ) -> FetchedSource:
-    parsers = _need_parsers(sources, "Bluesky")
+    parsers = sources.parsers
     settings = sources.settings
     api = settings.bluesky_api_base.rstrip("/")
     url = (
@@ -299,7 +285,7 @@ async def _fetch_mastodon(
     etag: str | None,
     last_modified: str | None,
 ) -> FetchedSource:
-    parsers = _need_parsers(sources, "Mastodon")
+    parsers = sources.parsers
     parts = urlsplit(canonical)
     base = f"{parts.scheme}://{parts.netloc}"
     user = parts.path.removeprefix("/@")
