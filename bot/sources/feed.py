@@ -62,6 +62,13 @@ _MAX_HTML_CHARS: Final = 65_536
 _HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml", "html", "xhtml"})
 
 
+# feedparser asks xml.sax for "drv_libxml2" first on every parse: a module that is
+# not installed, so each parse paid for a failed import (a search of sys.path under
+# the import lock, contended by the parsing threads). Expat, which it falls back to
+# and which every test runs on, is asked for directly.
+feedparser.api.PREFERRED_XML_PARSERS = []
+
+
 class ParseError(Exception):
     """The document is not a feed we can read.
 
