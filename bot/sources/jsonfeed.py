@@ -15,8 +15,6 @@ from typing import Any, Final
 
 from bot.models import FeedInfo, Item
 from bot.sources.feed import (
-    EntryRef,
-    ParsedEntry,
     ParsedFeed,
     ParseError,
     absolute_url,
@@ -25,6 +23,7 @@ from bot.sources.feed import (
     short_title,
     text_to_markdown,
 )
+from bot.sources.posts import build_feed
 
 __all__ = ["looks_like_json_feed", "parse_json_feed"]
 
@@ -209,35 +208,16 @@ def parse_json_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Par
     base = home or feed_url or url
     feed_author = _author_name(doc)
     now = datetime.now(UTC)
-    entries: list[ParsedEntry] = []
-    refs: list[EntryRef] = []
-    seen: set[str] = set()
-    for raw in raw_items:
-        if not isinstance(raw, Mapping):
-            continue
-        item = _item(raw, base, feed_author, now)
-        refs.append((item.key, item.link_norm))
-        if item.key in seen:
-            continue
-        seen.add(item.key)
-        entries.append(
-            ParsedEntry(
-                key=item.key,
-                link=item.link,
-                link_norm=item.link_norm,
-                published=item.published,
-                raw=None,
-                item=item,
-            )
-        )
+    items = [
+        (_item(raw, base, feed_author, now), True) for raw in raw_items if isinstance(raw, Mapping)
+    ]
     icon = absolute_url(base, _text(doc.get("icon"))) or absolute_url(
         base, _text(doc.get("favicon"))
     )
     title = _text(doc.get("title")) or (home or url)
-    return ParsedFeed(
-        info=FeedInfo(title=title, link=home, icon=icon, kind="json"),
-        entries=tuple(entries),
+    return build_feed(
+        FeedInfo(title=title, link=home, icon=icon, kind="json"),
+        items,
         base_url=base,
         author=feed_author,
-        raw_refs=tuple(refs),
     )

@@ -96,7 +96,13 @@ def quote_block(markdown: str) -> str:
     return "\n".join(f"> {line}" if line.strip() else ">" for line in markdown.splitlines())
 
 
-def build_feed(info: FeedInfo, items: Sequence[tuple[Item, bool]], *, base_url: str) -> ParsedFeed:
+def build_feed(
+    info: FeedInfo,
+    items: Sequence[tuple[Item, bool]],
+    *,
+    base_url: str,
+    author: str | None = None,
+) -> ParsedFeed:
     """A :class:`ParsedFeed` of prebuilt items, in document order.
 
     ``items`` pairs each item with whether it is kept (False: filtered out by the
@@ -123,4 +129,6 @@ def build_feed(info: FeedInfo, items: Sequence[tuple[Item, bool]], *, base_url: 
                 item=item,
             )
         )
-    return ParsedFeed(info=info, entries=tuple(entries), base_url=base_url, raw_refs=tuple(refs))
+    return ParsedFeed(
+        info=info, entries=tuple(entries), base_url=base_url, author=author, raw_refs=tuple(refs)
+    )

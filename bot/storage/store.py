@@ -269,15 +269,7 @@ class Store:
                 )
 
     async def _record_ok(self, conn: AsyncConnection, ok: Sequence[PollOutcome]) -> None:
-        health: dict[str, Any] = {
-            "last_polled_at": bindparam("b_polled"),
-            "last_success_at": bindparam("b_polled"),
-            "next_poll_at": bindparam("b_next"),
-            "claimed_until": None,
-            "consecutive_failures": 0,
-            "failing_since": None,
-            "last_error": None,
-        }
+        health = _healthy_values()
         keep = [o for o in ok if o.keep_validators]
         replace = [o for o in ok if not o.keep_validators]
         if keep:
@@ -492,13 +484,7 @@ class Store:
         newest_param = bindparam("b_newest", type_=sources.c.newest_item_at.type)
         larger = func.max if self.db.dialect == "sqlite" else func.greatest
         values: dict[str, Any] = {
-            "last_polled_at": bindparam("b_polled"),
-            "last_success_at": bindparam("b_polled"),
-            "next_poll_at": bindparam("b_next"),
-            "claimed_until": None,
-            "consecutive_failures": 0,
-            "failing_since": None,
-            "last_error": None,
+            **_healthy_values(),
             "etag": bindparam("b_etag"),
             "last_modified": bindparam("b_lm"),
             "body_hash": bindparam("b_hash"),
@@ -1483,6 +1469,19 @@ def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
         "categories": list(item.categories),
         "first_seen_at": now,
         "social": _social_to_json(item.social),
+    }
+
+
+def _healthy_values() -> dict[str, Any]:
+    """What a successful poll writes to its source row (bind parameters b_polled, b_next)."""
+    return {
+        "last_polled_at": bindparam("b_polled"),
+        "last_success_at": bindparam("b_polled"),
+        "next_poll_at": bindparam("b_next"),
+        "claimed_until": None,
+        "consecutive_failures": 0,
+        "failing_since": None,
+        "last_error": None,
     }
 
 
