@@ -460,6 +460,9 @@ async def test_no_bridge_answering_is_one_fetch_error(
     unknown = await services(bridge="nitter")
     with pytest.raises(FetchError, match="no X bridge could fetch @nobody"):
         await fetch_source(fetcher, "https://x.com/nobody", sources=resolver(down, unknown))
+    # Every bridge up and saying 404 on both paths: it is the handle that is wrong.
+    with pytest.raises(FetchError, match=r"no X bridge knows @nobody .* check the handle"):
+        await fetch_source(fetcher, "https://x.com/nobody", sources=resolver(unknown))
     with pytest.raises(FetchError) as info:
         await fetch_source(fetcher, "https://x.com/jack", sources=resolver())
     assert str(info.value) == NO_BRIDGES

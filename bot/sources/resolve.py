@@ -207,6 +207,7 @@ async def _fetch_x(
     if not bridges:
         raise FetchError("scheme", NO_BRIDGES)
     last_error: FetchError | None = None
+    only_not_found = True  # every bridge said 404 on both paths: the account, not the bridges
     for bridge in bridges:
         urls = bridge_urls(bridge, handle)
         styles: list[BridgeStyle] = ["nitter", "rsshub"]
@@ -219,8 +220,10 @@ async def _fetch_x(
                 last_error = exc
                 if exc.kind == "http" and exc.status == 404:
                     continue  # not this kind of bridge (or no such account): the other path
+                only_not_found = False
                 break  # the bridge is down or slow: the next bridge
             if result.status == 200 and looks_like_html(result.body, result.headers):
+                only_not_found = False
                 last_error = FetchError(
                     "http", f"the X bridge {bridge} answered with a web page, not RSS"
                 )
@@ -235,6 +238,13 @@ async def _fetch_x(
                 parse=_x_parser(handle),
             )
     assert last_error is not None
+    if only_not_found:
+        raise FetchError(
+            "http",
+            f"no X bridge knows @{handle} (each of {len(bridges)} answered 404 on Nitter's and "
+            "RSSHub's paths): check the handle is right and the account exists and is public",
+            status=404,
+        )
     raise FetchError(
         last_error.kind,
         f"no X bridge could fetch @{handle} (tried {len(bridges)}); the last said: {last_error}",
