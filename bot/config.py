@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -138,42 +139,32 @@ def _service_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# A service's base URL (bridge, AppView, site): http(s), no trailing slash.
+ServiceURL = Annotated[str, AfterValidator(_service_url)]
+
+
 class XSourceConfig(_Section):
     bridges: tuple[str, ...] = ()
 
     @field_validator("bridges")
     @classmethod
     def _bridge_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # the list as a whole, so an error names sources.x.bridges
         return tuple(_service_url(bridge) for bridge in value)
 
 
 class BlueskySourceConfig(_Section):
-    api_base: str = "https://public.api.bsky.app"
+    api_base: ServiceURL = "https://public.api.bsky.app"
     include_reposts: bool = True
     include_replies: bool = False
 
-    @field_validator("api_base")
-    @classmethod
-    def _http_base(cls, value: str) -> str:
-        return _service_url(value)
-
 
 class YouTubeSourceConfig(_Section):
-    base_url: str = "https://www.youtube.com"
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_base(cls, value: str) -> str:
-        return _service_url(value)
+    base_url: ServiceURL = "https://www.youtube.com"
 
 
 class RedditSourceConfig(_Section):
-    base_url: str = "https://www.reddit.com"
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_base(cls, value: str) -> str:
-        return _service_url(value)
+    base_url: ServiceURL = "https://www.reddit.com"
 
 
 class SourcesConfig(_Section):
