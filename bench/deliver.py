@@ -50,7 +50,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -321,18 +321,23 @@ async def _drive_with_deliver_due(deliverer: Deliverer, store: Store, deadline: 
         await asyncio.sleep(0.05)
 
 
-async def _drive_like_the_app(
-    deliverer: Deliverer, store: Store, deadline: float, tick_seconds: float
+async def drive_like_the_app(
+    deliverer: Deliverer,
+    *,
+    tick_seconds: float,
+    deadline: float = float("inf"),
+    left: Callable[[], Awaitable[int]] | None = None,
 ) -> bool:
     """What ``bot.app`` does: ``tick()`` every DELIVERY_TICK_SECONDS, never overlapping
     itself (APScheduler with max_instances=1 and coalesce: runs due while a tick is still
-    going collapse into the next one); False on timeout."""
+    going collapse into the next one). Done when nothing runs and ``left()`` counts no row
+    (without ``left``: when a tick starts nothing); False on timeout."""
     running: set[asyncio.Task[None]] = set()
     next_run = time.monotonic()
     while True:
-        running = {t for t in running if not t.done()}
-        running.update(await deliverer.tick())
-        if not running and not await _left(store):
+        started = await deliverer.tick()
+        running = {t for t in running if not t.done()} | set(started)
+        if not running and (not started if left is None else not await left()):
             return True
         if time.monotonic() > deadline:
             return False
@@ -428,7 +433,12 @@ async def _feedhook_pass(p: PassParams) -> PassResult:
             if tick_seconds is None:
                 done = await _drive_with_deliver_due(deliverer, store, deadline)
             else:
-                done = await _drive_like_the_app(deliverer, store, deadline, tick_seconds)
+                done = await drive_like_the_app(
+                    deliverer,
+                    tick_seconds=tick_seconds,
+                    deadline=deadline,
+                    left=lambda: _left(store),
+                )
             timed_out = not done
         finally:
             await deliverer.close()

@@ -204,7 +204,9 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
     result.setup_s = time.perf_counter() - started
     deliverer = None
     if discord is not None:
-        import bot.app  # noqa: F401  (the real process has it and discord.py loaded)
+        # bot.app imported before measuring: the real process has it and discord.py loaded.
+        from bench.deliver import drive_like_the_app
+        from bot.app import DELIVERY_TICK_SECONDS
         from bot.delivery import Deliverer, DeliverySettings
 
         deliverer = Deliverer(
@@ -231,7 +233,7 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
             poll_wall, poll_cpu = meter.lap()
             sent_before = deliverer.stats.sent_messages if deliverer else 0
             if deliverer is not None and deliver:
-                await _deliver_like_the_app(deliverer)
+                await drive_like_the_app(deliverer, tick_seconds=DELIVERY_TICK_SECONDS)
             stats = meter.stop(
                 label,
                 len(results),
@@ -269,30 +271,6 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
         discord.stop()
     await db.dispose()
     return result
-
-
-async def _deliver_like_the_app(deliverer: Any) -> None:
-    """What bot.app does, until a tick finds nothing: ``tick()`` every 0.5 s (APScheduler,
-    no overlap), each claiming for every free sender slot at once."""
-    from bot.app import DELIVERY_TICK_SECONDS  # imported (with discord.py) before measuring
-
-    running: set[asyncio.Task[None]] = set()
-    while True:
-        started = await deliverer.tick()
-        running = {t for t in running | set(started) if not t.done()}
-        if not running and not started:
-            return
-        next_tick = asyncio.get_running_loop().time() + DELIVERY_TICK_SECONDS
-        while running:
-            timeout = next_tick - asyncio.get_running_loop().time()
-            if timeout <= 0:
-                break
-            _, running = await asyncio.wait(
-                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        delay = next_tick - asyncio.get_running_loop().time()
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 async def _outbox_pending(store: object) -> int:

@@ -161,9 +161,7 @@ def choose_new(
             if item.key not in known_keys and not (item.link_norm and item.link_norm in known_links)
         ]
     )
-    if first_poll or cap <= 0:
-        return new, set()
-    return new, {item.key for item in new[-cap:]}
+    return new, set() if first_poll else keys_to_queue(new, cap)
 
 
 def build_items(
@@ -176,7 +174,7 @@ def build_items(
     ]
 
 
-def keys_to_queue(new_oldest_first: Sequence[ParsedEntry], cap: int) -> set[str]:
+def keys_to_queue(new_oldest_first: Sequence[ParsedEntry | Item], cap: int) -> set[str]:
     """The keys to deliver: all new ones, or the newest ``cap`` on a flood."""
     return {entry.key for entry in new_oldest_first[-cap:]} if cap > 0 else set()
 
