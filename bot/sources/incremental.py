@@ -26,6 +26,7 @@ from bot.sources.feed import (
     ParsedEntry,
     ParsedFeed,
     ParseError,
+    _header,
     parse_feed,
 )
 from bot.sources.split import split_entries
@@ -53,13 +54,6 @@ class ChangedDocument:
     seen: SeenEntries | None
     # feedparser parsed only the unseen entries
     reduced: bool
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
 
 
 def _link_counts(refs: list[EntryRef]) -> tuple[dict[str, int], list[int]]:

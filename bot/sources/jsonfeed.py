@@ -10,35 +10,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from bot.models import FeedInfo, Item
 from bot.sources.feed import (
     ParsedFeed,
     ParseError,
+    _header,
+    _split_content_type,
     absolute_url,
     html_to_markdown,
     normalise_link,
     short_title,
     text_to_markdown,
 )
-from bot.sources.posts import build_feed
+from bot.sources.posts import build_feed, parse_time
 
 __all__ = ["looks_like_json_feed", "parse_json_feed"]
 
 _HINT: Final = "check the URL points at an RSS, Atom or JSON feed"
 _VERSION_PREFIXES: Final = ("https://jsonfeed.org/version/", "http://jsonfeed.org/version/")
 _MAX_KEY_LEN: Final = 500
-_MIN_YEAR: Final = 1990
-_MAX_FUTURE: Final = timedelta(days=366)
-
-
-def _content_type(headers: Mapping[str, str]) -> str:
-    for key, value in headers.items():
-        if key.lower() == "content-type":
-            return value.partition(";")[0].strip().lower()
-    return ""
 
 
 def looks_like_json_feed(body: bytes, headers: Mapping[str, str]) -> bool:
@@ -48,7 +41,8 @@ def looks_like_json_feed(body: bytes, headers: Mapping[str, str]) -> bool:
     ``jsonfeed.org/version/`` does, whatever the Content-Type (often
     ``application/json`` or ``text/plain``).
     """
-    if _content_type(headers) == "application/feed+json":
+    mime, _ = _split_content_type(_header(headers, "content-type"))
+    if mime == "application/feed+json":
         return True
     head = body[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"{") and b"jsonfeed.org/version/" in head.replace(b"\\/", b"/")
@@ -60,22 +54,6 @@ def _fail(reason: str) -> ParseError:
 
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
-
-
-def _date(value: Any, now: datetime) -> datetime | None:
-    text = _text(value)
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    if moment.year < _MIN_YEAR or moment > now + _MAX_FUTURE:
-        return None
-    return moment
 
 
 def _authors(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -164,7 +142,9 @@ def _item(item: Mapping[str, Any], base: str, feed_author: str | None, now: date
     for tag in tags if isinstance(tags, list) else ():
         if isinstance(tag, str) and tag.strip():
             categories.setdefault(tag.strip(), None)
-    published = _date(item.get("date_published"), now) or _date(item.get("date_modified"), now)
+    published = parse_time(item.get("date_published"), now) or parse_time(
+        item.get("date_modified"), now
+    )
     key = _key(item, link, (title, _text(item.get("date_published")), html_body or text_body))
     return Item(
         key=key,
