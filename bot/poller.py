@@ -29,7 +29,7 @@ from bot.storage.store import (
     RecordedPoll,
     Store,
 )
-from bot.tasks import GroupCommit, finish_or_cancel
+from bot.tasks import GroupCommit, finish_or_cancel, in_cpu_thread
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ class Poller:
         # initialised: a first poll must look at (and store) every entry.
         previous = self._seen.get(source.id) if source.initialized else None
         try:
-            document, built = await asyncio.to_thread(
+            document, built = await in_cpu_thread(
                 _parse_for_poll,
                 result.body,
                 url=result.url,
@@ -417,9 +417,7 @@ class Poller:
             new_keys = {e.key for e in select_new(entries, known_keys, known_links, counts)}
             new_entries = [e for e in entries if e.key in new_keys]
             built = (
-                await asyncio.to_thread(build_items, parsed, new_entries, counts)
-                if new_entries
-                else []
+                await in_cpu_thread(build_items, parsed, new_entries, counts) if new_entries else []
             )
         cap = self.settings.max_new_per_poll
         info = parsed.info

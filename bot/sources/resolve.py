@@ -27,7 +27,6 @@ Bluesky / Mastodon parsers (:class:`SocialParsers`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -45,6 +44,7 @@ from bot.sources.feed import (
 )
 from bot.sources.forms import NO_BRIDGES, SourceKind, SourceSettings, kind_of
 from bot.sources.xbridge import bridge_urls, parse_bridge_feed
+from bot.tasks import in_cpu_thread
 
 __all__ = [
     "DocumentParser",
@@ -306,7 +306,7 @@ async def _fetch_mastodon(
             lookup = await fetcher.fetch(
                 f"{base}/api/v1/accounts/lookup?acct={quote(user, safe='@.')}"
             )
-            account_id = await asyncio.to_thread(parsers.mastodon_account_id, lookup.body)
+            account_id = await in_cpu_thread(parsers.mastodon_account_id, lookup.body)
             sources.mastodon_ids[cache_key] = account_id
         result = await fetcher.fetch(
             f"{base}/api/v1/accounts/{quote(account_id, safe='')}/statuses?limit={MASTODON_LIMIT}",
@@ -339,4 +339,4 @@ async def parse_off_loop(fetched: FetchedSource) -> ParsedFeed:
     """Parse in a worker thread: parsing is CPU-bound and would stall the event loop."""
     result = fetched.result
     parse = fetched.parse or parse_feed
-    return await asyncio.to_thread(parse, result.body, url=result.url, headers=result.headers)
+    return await in_cpu_thread(parse, result.body, url=result.url, headers=result.headers)
