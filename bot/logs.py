@@ -33,5 +33,5 @@ def setup_logging(config: LoggingConfig) -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.level)
     # Library chatter (per-request debug lines) is noise at our INFO level.
-    for noisy in ("apscheduler", "aiosqlite", "alembic", "sqlalchemy.engine"):
+    for noisy in ("apscheduler", "alembic", "sqlalchemy.engine"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

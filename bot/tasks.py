@@ -3,26 +3,66 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
 P = ParamSpec("P")
 
+
+class WorkerThread:
+    """One thread that runs blocking calls for the event loop, in submission order.
+
+    Leaner than ``loop.run_in_executor``: a queue put, and one
+    ``call_soon_threadsafe`` to hand the result back. The storage layer crosses
+    into its thread several thousand times per poll cycle, so this matters.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``fn``; the future settles with its result once it has run. Cancelling
+        the future does not stop ``fn`` (it runs anyway, in order)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        """Let the thread end once what is queued has run."""
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            try:
+                outcome: Any = fn()
+            except BaseException as exc:  # handed to the awaiting task
+                outcome = exc
+            # RuntimeError: that event loop is closed, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                future.get_loop().call_soon_threadsafe(_settle, future, outcome)
+
+
 # Parsing and HTML-to-markdown are pure Python: they hold the GIL, so a second
 # thread only makes them take turns with the first and with the event loop. One
 # thread does the same work with fewer GIL hand-offs (the bench measured 18% less
 # CPU per changed source than asyncio.to_thread's pool of six).
-_CPU_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedhook-parse")
+_CPU_WORKER = WorkerThread("feedhook-parse")
 
 
 async def in_cpu_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run CPU-bound ``fn`` off the event loop, in the one parser thread."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_CPU_WORKER, functools.partial(fn, *args, **kwargs))
+    return await _CPU_WORKER.run(functools.partial(fn, *args, **kwargs))
 
 
 async def finish_or_cancel(tasks: Iterable[asyncio.Task[object]], grace: float) -> None:
@@ -109,7 +149,7 @@ class GroupCommit(Generic[R, T]):
 
 
 def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
-    if future.done():  # its submitter was cancelled (a stop); the write stands
+    if future.done():  # its submitter was cancelled (a stop); what ran stands
         return
     if isinstance(outcome, BaseException):
         future.set_exception(outcome)

@@ -6,8 +6,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Update, insert, select, text, update
+from sqlalchemy.exc import (
+    IntegrityError,
+    MultipleResultsFound,
+    NoResultFound,
+    ResourceClosedError,
+)
 
 from bot.models import Item, WebhookTarget
 from bot.storage.db import Database, DatabaseError, driver_url, head_revision, redact_url
@@ -18,6 +23,7 @@ from bot.storage.store import (
     Store,
     items,
     outbox,
+    sources,
     subscriptions,
 )
 from bot.storage.tables import SQLModel
@@ -53,10 +59,9 @@ def ok(source_id: int, *, at: datetime = NOW) -> PollOutcome:
 
 
 async def test_migrations_match_the_models(db: Database) -> None:
-    async with db.engine.connect() as conn:
-        diff = await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), SQLModel.metadata)
-        )
+    diff = await db.run_sync(
+        lambda sync: compare_metadata(MigrationContext.configure(sync), SQLModel.metadata)
+    )
     assert diff == []
     assert await db.current_revision() == head_revision()
 
@@ -84,11 +89,75 @@ async def test_unreachable_database_is_one_clear_error() -> None:
     assert "check database.url" in str(info.value)
 
 
-def test_database_urls_map_to_async_drivers() -> None:
-    assert driver_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+def test_database_urls_map_to_their_drivers() -> None:
+    assert driver_url("sqlite:///x.db") == "sqlite+pysqlite:///x.db"
     assert driver_url("postgresql://u@h:5432/d") == "postgresql+psycopg://u@h:5432/d"
     assert redact_url("postgresql://u:pw@h/d") == "postgresql://u:***@h/d"
     assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+async def test_a_cancelled_write_rolls_back_and_gives_its_connection_back(store: Store) -> None:
+    source = await store.add_source("https://example.com/feed", now=NOW)
+    inside = asyncio.Event()
+
+    async def write_then_hang() -> None:
+        async with store.db.write() as conn:
+            await conn.execute(sources_update(source, 7))
+            inside.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(write_then_hang())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.db.read() as conn:
+        failures = (
+            await conn.execute(select(sources.c.consecutive_failures).where(sources.c.id == source))
+        ).scalar_one()
+    assert failures == 0  # rolled back
+    async with store.db.write() as conn:  # and the write lock and connection are free
+        assert (await conn.execute(sources_update(source, 2))).rowcount == 1
+
+
+async def test_more_open_transactions_than_the_pool_holds_all_finish(store: Store) -> None:
+    """Many polls hold read transactions across awaits at once: none may wait forever
+    for a connection (SQLite's pool lives in the one database thread)."""
+    source = await store.add_source("https://example.com/feed", now=NOW)
+
+    async def reader() -> int:
+        async with store.db.read() as conn:
+            first = (await conn.execute(select(sources.c.id))).scalar_one()
+            await asyncio.sleep(0.01)
+            second = (await conn.execute(select(sources.c.id))).scalar_one()
+        return int(first) + int(second)
+
+    results = await asyncio.wait_for(asyncio.gather(*(reader() for _ in range(40))), 30)
+    assert results == [2 * source] * 40
+
+
+async def test_rows_answer_like_sqlalchemy_results(store: Store) -> None:
+    await store.add_source("https://example.com/a", now=NOW)
+    await store.add_source("https://example.com/b", now=NOW)
+    async with store.db.read() as conn:
+        many = await conn.execute(select(sources.c.url).order_by(sources.c.url))
+        none = await conn.execute(select(sources.c.url).where(sources.c.id < 0))
+        changed = await conn.execute(sources_update(-1, 1))
+    assert many.scalars() == ["https://example.com/a", "https://example.com/b"]
+    assert [tuple(r) for r in many] == [("https://example.com/a",), ("https://example.com/b",)]
+    assert none.first() is None
+    assert none.scalar_one_or_none() is None
+    assert changed.rowcount == 0
+    with pytest.raises(MultipleResultsFound):
+        many.one()
+    with pytest.raises(NoResultFound):
+        none.scalar_one()
+    with pytest.raises(ResourceClosedError):
+        changed.all()
+
+
+def sources_update(source_id: int, failures: int) -> Update:
+    return update(sources).where(sources.c.id == source_id).values(consecutive_failures=failures)
 
 
 async def test_item_key_is_unique_per_source(store: Store) -> None:
@@ -233,7 +302,7 @@ async def test_config_sync_upserts_and_disables_removed_entries(store: Store) ->
     # Putting the entry back re-enables it.
     await store.sync_config_feeds([a, b], now=NOW)
     async with store.db.read() as conn:
-        enabled = (await conn.execute(select(subscriptions.c.enabled))).scalars().all()
+        enabled = (await conn.execute(select(subscriptions.c.enabled))).scalars()
     assert enabled == [True, True]
 
 

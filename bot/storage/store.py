@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.models import FeedInfo, Item, SocialPost, SourceHealth, SubscriptionView, WebhookTarget
-from bot.storage.db import Database
+from bot.storage.db import Database, DbConnection
 from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
 
 log = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ class Store:
         async with self.db.write() as conn:
             return await self._ensure_source(conn, url, now)
 
-    async def _ensure_source(self, conn: AsyncConnection, url: str, now: datetime) -> int:
+    async def _ensure_source(self, conn: DbConnection, url: str, now: datetime) -> int:
         row = (await conn.execute(select(sources.c.id).where(sources.c.url == url))).first()
         if row is not None:
             return int(row[0])
@@ -268,7 +267,7 @@ class Store:
                     ],
                 )
 
-    async def _record_ok(self, conn: AsyncConnection, ok: Sequence[PollOutcome]) -> None:
+    async def _record_ok(self, conn: DbConnection, ok: Sequence[PollOutcome]) -> None:
         health = _healthy_values()
         keep = [o for o in ok if o.keep_validators]
         replace = [o for o in ok if not o.keep_validators]
@@ -435,7 +434,7 @@ class Store:
         return results
 
     async def _known_in_batch(
-        self, conn: AsyncConnection, records: Sequence[PollRecord]
+        self, conn: DbConnection, records: Sequence[PollRecord]
     ) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
         """Per source, which of the records' item keys and unique links it already has."""
         known_keys: dict[int, set[str]] = {}
@@ -460,7 +459,7 @@ class Store:
         return known_keys, known_links
 
     async def _active_subscriptions_of(
-        self, conn: AsyncConnection, source_ids: Sequence[int]
+        self, conn: DbConnection, source_ids: Sequence[int]
     ) -> dict[int, list[int]]:
         found: dict[int, list[int]] = {}
         for chunk in _chunks(source_ids, 500):
@@ -478,7 +477,7 @@ class Store:
         return found
 
     async def _record_changed(
-        self, conn: AsyncConnection, done: Sequence[tuple[PollRecord, Sequence[Item]]]
+        self, conn: DbConnection, done: Sequence[tuple[PollRecord, Sequence[Item]]]
     ) -> None:
         """The outcome (and feed metadata) of each changed source: one executemany."""
         newest_param = bindparam("b_newest", type_=sources.c.newest_item_at.type)
@@ -534,7 +533,7 @@ class Store:
             )
 
     async def _queue(
-        self, conn: AsyncConnection, sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
+        self, conn: DbConnection, sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
     ) -> int:
         rows = _outbox_values(sub_ids, item_ids, now)
         if not rows:
@@ -545,7 +544,7 @@ class Store:
         await conn.execute(stmt, rows)
         return len(rows)
 
-    async def _queue_backfill(self, conn: AsyncConnection, source_id: int, now: datetime) -> int:
+    async def _queue_backfill(self, conn: DbConnection, source_id: int, now: datetime) -> int:
         """Queue the newest N stored items for subscriptions that asked for a backfill."""
         wanting = (
             await conn.execute(
@@ -723,14 +722,14 @@ class Store:
             return await self._claim_for_subscription(conn, subscription_id, now, batch, lease)
 
     async def _claim_for_subscription(
-        self, conn: AsyncConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
+        self, conn: DbConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
     ) -> DeliveryJob | None:
         jobs = await self._claim_for_subscriptions(conn, [sub_id], now, batch, lease)
         return jobs[0] if jobs else None
 
     async def _claim_for_subscriptions(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         sub_ids: Sequence[int],
         now: datetime,
         batch: int,
@@ -842,11 +841,11 @@ class Store:
             )
         return jobs
 
-    async def _route(self, conn: AsyncConnection, sub_id: int) -> _Route | None:
+    async def _route(self, conn: DbConnection, sub_id: int) -> _Route | None:
         """Where a subscription posts and as what."""
         return (await self._routes(conn, [sub_id])).get(sub_id)
 
-    async def _routes(self, conn: AsyncConnection, sub_ids: Sequence[int]) -> dict[int, _Route]:
+    async def _routes(self, conn: DbConnection, sub_ids: Sequence[int]) -> dict[int, _Route]:
         found: dict[int, _Route] = {}
         for chunk in _chunks(sub_ids, 500):
             rows = await conn.execute(
