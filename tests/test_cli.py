@@ -150,9 +150,9 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
     assert f"no database at {tmp_path / 'feedhook.db'}; run `feedhook run`" in err
     assert not (tmp_path / "feedhook.db").exists()
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database upgraded from empty to 0002")
+    assert (code, out.strip()) == (0, "database upgraded from empty to 0003")
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database already at revision 0002")
+    assert (code, out.strip()) == (0, "database already at revision 0003")
     code, out, _ = await feedhook("status", "--config", str(config))
     assert (code, out.strip()) == (0, "0 sources, 0 items seen, 0 deliveries queued")
 

@@ -94,6 +94,9 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subscription_id", "item_id", name="uq_outbox_subscription_item"),
         Index("ix_outbox_due", "state", "next_attempt_at"),
+        # Claims look for a subscription's pending / sending rows; without this they
+        # walk every row it ever sent, and get slower for as long as the bot runs.
+        Index("ix_outbox_subscription_state", "subscription_id", "state"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
