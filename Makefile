@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: demo run test lint typecheck pytest bench bench-deliver check status clean
+.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage check status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench: $(VENV)/.bench-installed
 
 bench-deliver: $(STAMP)
 	$(BIN)/python -m bench.deliver
+
+bench-storage: $(STAMP)
+	$(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
