@@ -57,12 +57,15 @@ class WorkerThread:
 # thread only makes them take turns with the first and with the event loop. One
 # thread does the same work with fewer GIL hand-offs (the bench measured 18% less
 # CPU per changed source than asyncio.to_thread's pool of six).
-_CPU_WORKER = WorkerThread("feedhook-parse")
+@functools.cache
+def _cpu_worker() -> WorkerThread:
+    # Started on first use, not at import: `feedhook status` needs no parser thread.
+    return WorkerThread("feedhook-parse")
 
 
 async def in_cpu_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run CPU-bound ``fn`` off the event loop, in the one parser thread."""
-    return await _CPU_WORKER.run(functools.partial(fn, *args, **kwargs))
+    return await _cpu_worker().run(functools.partial(fn, *args, **kwargs))
 
 
 async def finish_or_cancel(tasks: Iterable[asyncio.Task[object]], grace: float) -> None:

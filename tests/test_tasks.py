@@ -1,0 +1,66 @@
+"""The worker thread the storage layer and the parser run their blocking calls in."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from bot.tasks import WorkerThread, in_cpu_thread
+
+
+async def test_calls_run_in_order_off_the_event_loop_and_errors_come_back() -> None:
+    worker = WorkerThread("test-worker")
+    seen: list[tuple[int, str]] = []
+
+    def record(n: int) -> int:
+        seen.append((n, threading.current_thread().name))
+        return n * n
+
+    def fail() -> None:
+        raise ValueError("bad row")
+
+    try:
+        results = await asyncio.gather(*(worker.run(lambda n=n: record(n)) for n in range(20)))
+        with pytest.raises(ValueError, match="bad row"):
+            await worker.run(fail)
+        assert await worker.run(lambda: record(99)) == 99 * 99  # still working after an error
+    finally:
+        worker.stop()
+    assert results == [n * n for n in range(20)]
+    assert [n for n, _ in seen] == [*range(20), 99]
+    assert {name for _, name in seen} == {"test-worker"}
+
+
+def test_a_closed_event_loop_does_not_stop_the_thread() -> None:
+    worker = WorkerThread("test-worker")
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    async def submit_and_leave() -> None:
+        worker.run(slow)  # nobody awaits it: its loop closes first
+        await asyncio.to_thread(started.wait, 10)
+
+    asyncio.run(submit_and_leave())
+    release.set()
+
+    async def later() -> str:
+        return await asyncio.wait_for(worker.run(lambda: "next"), 5)
+
+    try:
+        assert asyncio.run(later()) == "next"
+    finally:
+        worker.stop()
+
+
+async def test_cpu_work_runs_in_the_one_parser_thread() -> None:
+    names = await asyncio.gather(
+        *(in_cpu_thread(lambda: threading.current_thread().name) for _ in range(5))
+    )
+    assert set(names) == {"feedhook-parse"}
