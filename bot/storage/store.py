@@ -688,7 +688,14 @@ class Store:
             outbox.c.state == "sending",
             outbox.c.lease_until > now,
         )
-        has_due = exists().where(outbox.c.subscription_id == subscriptions.c.id, due_row)
+        # The state IN (...) repeats what due_row implies so that the lookup seeks
+        # (subscription_id, state) in its index rather than walking the rows the
+        # subscription has already sent.
+        has_due = exists().where(
+            outbox.c.subscription_id == subscriptions.c.id,
+            outbox.c.state.in_(("pending", "sending")),
+            due_row,
+        )
         candidates = (
             select(subscriptions.c.id)
             .where(
