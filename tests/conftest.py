@@ -20,6 +20,7 @@ from bot.net import Fetcher, NetSettings
 from bot.poller import Poller, PollSettings
 from bot.storage.db import Database
 from bot.storage.store import ConfigFeed, Store
+from tests.fakes.loopback import start_app
 
 POSTGRES_URL = os.environ.get("FEEDHOOK_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
@@ -103,12 +104,8 @@ async def feed_server() -> AsyncIterator[FeedServer]:
 
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield FeedServer(f"http://127.0.0.1:{port}", docs, hits)
+    runner, base = await start_app(app)
+    yield FeedServer(base, docs, hits)
     await runner.cleanup()
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_services import Account, FakeServices, Tweet
+from tests.fakes.loopback import start_app
 from tests.test_poller import rss
 
 HOOK = "https://discord.com/api/webhooks/{id}/token-{id}"
@@ -233,12 +234,8 @@ async def growing() -> AsyncIterator[tuple[str, GrowingFeeds]]:
     feeds = GrowingFeeds()
     app = web.Application()
     app.router.add_get("/{name}.xml", feeds.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", feeds
+    runner, base = await start_app(app)
+    yield base, feeds
     await runner.cleanup()
 
 

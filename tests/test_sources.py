@@ -43,6 +43,7 @@ from tests.fakes.fake_services import (
     nitter_rss,
     rsshub_rss,
 )
+from tests.fakes.loopback import start_app
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -633,12 +634,8 @@ async def social_api() -> AsyncIterator[tuple[str, list[str], dict[str, bool]]]:
 
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", hits, state
+    runner, base = await start_app(app)
+    yield base, hits, state
     await runner.cleanup()
 
 

@@ -28,6 +28,8 @@ from typing import Literal, Self
 
 from aiohttp import web
 
+from tests.fakes.loopback import start_app
+
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 CHANNEL_ID = "UCabcdefghijklmnopqrstuv"
 PLAYLIST_ID = "PLxyz0123456789"
@@ -326,12 +328,7 @@ class FakeServices:
     async def start(self) -> Self:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
+        self._runner, self.base = await start_app(app)
         return self
 
     async def close(self) -> None:

@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import start_app
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "social"
 JSON = "application/json"
 
@@ -81,12 +83,7 @@ class FakeSocial:
         app.router.add_get("/api/v1/accounts/{id}/statuses", self._statuses)
         app.router.add_get("/{user:@[^/]+}.rss", self._rss)
         app.middlewares.append(self._count)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await start_app(app)
 
     async def stop(self) -> None:
         if self._runner is not None:
