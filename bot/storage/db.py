@@ -156,17 +156,54 @@ class _AsyncDriverConnection:
         return Rows(await self._conn.execute(statement, parameters))
 
 
-class _ThreadConnection:
-    """SQLite: a pooled connection that lives in the database thread. It is taken
-    from the pool by the first statement and given back by :meth:`finish`, both in
-    that thread, so a transaction is one thread crossing per statement plus one."""
+class _IdleConnections:
+    """SQLite connections kept open between transactions, used only in the database
+    thread. Taking one from here is a list pop; a pool checkout plus a new
+    ``Connection`` cost more than the short transactions the bot runs."""
 
-    __slots__ = ("_conn", "_engine", "_run")
+    __slots__ = ("_engine", "_idle", "_keep")
+
+    def __init__(self, engine: Engine, keep: int) -> None:
+        self._engine = engine
+        self._idle: list[Connection] = []
+        self._keep = keep
+
+    def take(self) -> Connection:
+        return self._idle.pop() if self._idle else self._engine.connect()
+
+    def give_back(self, conn: Connection, commit: bool) -> None:
+        """End the connection's transaction (commit or roll back) and keep it for
+        the next one; a connection whose commit or rollback failed is closed."""
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        except BaseException:
+            conn.close()
+            raise
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close_all(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _ThreadConnection:
+    """SQLite: a connection that lives in the database thread. It is taken by the
+    first statement and given back by :meth:`finish`, both in that thread, so a
+    transaction is one thread crossing per statement plus one."""
+
+    __slots__ = ("_conn", "_idle", "_run")
 
     def __init__(
-        self, engine: Engine, run: Callable[[Callable[[], Rows]], asyncio.Future[Rows]]
+        self, idle: _IdleConnections, run: Callable[[Callable[[], Rows]], asyncio.Future[Rows]]
     ) -> None:
-        self._engine = engine
+        self._idle = idle
         self._conn: Connection | None = None
         self._run = run
 
@@ -175,20 +212,15 @@ class _ThreadConnection:
 
     def _execute(self, statement: Executable, parameters: Parameters) -> Rows:
         if self._conn is None:
-            self._conn = self._engine.connect()
+            self._conn = self._idle.take()
         return Rows(self._conn.execute(statement, parameters))
 
     def finish(self, commit: bool) -> None:
-        """Commit (or not) and give the connection back; closing rolls back
-        whatever was not committed. Runs in the database thread."""
+        """Commit (or roll back) and give the connection back. Runs in the
+        database thread."""
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if commit:
-                conn.commit()
-        finally:
-            conn.close()
+        if conn is not None:
+            self._idle.give_back(conn, commit)
 
 
 class Database:
@@ -200,6 +232,7 @@ class Database:
         self._sqlite: Engine | None = None
         self._async: AsyncEngine | None = None
         self._thread: WorkerThread | None = None
+        self._idle: _IdleConnections | None = None
         if self.dialect == "sqlite":
             # The pool must never make the database thread wait for a connection:
             # the one that would free it is queued behind, in the same thread. So
@@ -207,6 +240,7 @@ class Database:
             self._sqlite = create_engine(driver_url(url), echo=echo, pool_size=8, max_overflow=-1)
             event.listen(self._sqlite, "connect", _sqlite_pragmas)
             self._thread = WorkerThread("feedhook-db")
+            self._idle = _IdleConnections(self._sqlite, keep=8)
         else:
             self._async = create_async_engine(driver_url(url), echo=echo, pool_pre_ping=True)
         # SQLite has one writer; serialising our own writes avoids busy-waiting
@@ -239,8 +273,8 @@ class Database:
 
     @asynccontextmanager
     async def _sqlite_connection(self, *, commit: bool) -> AsyncIterator[_ThreadConnection]:
-        assert self._sqlite is not None
-        conn = _ThreadConnection(self._sqlite, self._in_thread)
+        assert self._idle is not None
+        conn = _ThreadConnection(self._idle, self._in_thread)
         try:
             yield conn
         except BaseException:
@@ -276,7 +310,9 @@ class Database:
             return
         assert self._sqlite is not None
         assert self._thread is not None
+        assert self._idle is not None
         # Connections are closed in the thread that opened them.
+        await self._in_thread(self._idle.close_all)
         await self._in_thread(self._sqlite.dispose)
         self._thread.stop()
 
