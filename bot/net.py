@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import socket
@@ -199,6 +200,9 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+# Called for every request with the same few thousand hosts; ip_address() on a
+# host name costs a raised and caught ValueError each time.
+@functools.lru_cache(maxsize=16384)
 def _host_key(host: str) -> str:
     """Normal form used to compare hosts against ``allowed_hosts`` and key semaphores."""
     host = host.strip("[]").rstrip(".").lower()
@@ -476,13 +480,14 @@ class Fetcher:
             if isinstance(outcome, FetchResult):
                 if hop.index > 0 and all_permanent:
                     outcome = dataclasses.replace(outcome, permanent_url=outcome.url)
-                logger.debug(
-                    "fetch done url=%s status=%d bytes=%d redirects=%d",
-                    _display(hop.url),
-                    outcome.status,
-                    len(outcome.body),
-                    hop.index,
-                )
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "fetch done url=%s status=%d bytes=%d redirects=%d",
+                        _display(hop.url),
+                        outcome.status,
+                        len(outcome.body),
+                        hop.index,
+                    )
                 return outcome
 
             status, target = outcome
@@ -512,6 +517,12 @@ class Fetcher:
     def _check_url(self, hop: _Hop) -> None:
         """Scheme and IP-literal checks that must happen before every request."""
         url = hop.url
+        if (
+            url.scheme in _ALLOWED_SCHEMES
+            and url.raw_host
+            and not _looks_like_ip_literal(url.raw_host)
+        ):
+            return  # the common case, decided without building any message
         where = _display(url) if hop.index == 0 else f"the redirect target {_display(url)}"
         if url.scheme not in _ALLOWED_SCHEMES:
             scheme = url.scheme or "(none)"
