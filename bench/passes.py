@@ -1,6 +1,6 @@
 """The measured passes. Each runs in a fresh process of its own (see ``bench.poll``), so its
 CPU time (``time.process_time``: all threads of that process, including feedhook's parser
-threads and aiosqlite's thread) and its peak RSS belong to that pass alone. The feed server
+thread and its database thread) and its peak RSS belong to that pass alone. The feed server
 runs in yet another process and is never counted.
 
 Every pass replays the server's cycles itself: ``POST /cycle/0`` then the warm-up (first

@@ -323,7 +323,7 @@ def run(args: argparse.Namespace, base_url: str, workdir: str) -> None:
     )
     print(
         "  CPU = time.process_time() of the pass's own process (all its threads: feedhook "
-        "parses in worker threads, SQLite runs in aiosqlite's thread); peak RSS = ru_maxrss "
+        "parses in its parser thread, SQLite runs in its database thread); peak RSS = ru_maxrss "
         "of that process (high-water mark since it started, includes imports)"
         + ("; traced peak = tracemalloc peak within the cycle" if args.tracemalloc else "")
     )
