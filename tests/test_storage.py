@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Update, insert, select, text, update
+from sqlalchemy import Update, bindparam, insert, select, text, update
 from sqlalchemy.exc import (
     IntegrityError,
     MultipleResultsFound,
@@ -154,6 +154,62 @@ async def test_rows_answer_like_sqlalchemy_results(store: Store) -> None:
         none.scalar_one()
     with pytest.raises(ResourceClosedError):
         changed.all()
+
+
+async def test_write_one_commits_and_a_failed_statement_changes_nothing(store: Store) -> None:
+    source = await store.add_source("https://example.com/feed", now=NOW)
+    changed = await store.db.write_one(
+        update(sources)
+        .where(sources.c.id == source)
+        .values(consecutive_failures=3)
+        .returning(sources.c.consecutive_failures)
+    )
+    assert changed.scalar_one() == 3
+    # Half of an executemany fails on the unique URL: the whole statement is rolled back.
+    duplicate = (
+        update(sources)
+        .where(sources.c.id == bindparam("b_id"))
+        .values(url=bindparam("b_url"), consecutive_failures=bindparam("b_n"))
+    )
+    other = await store.add_source("https://example.com/other", now=NOW)
+    with pytest.raises(IntegrityError):
+        await store.db.write_one(
+            duplicate,
+            [
+                {"b_id": source, "b_url": "https://example.com/feed", "b_n": 5},
+                {"b_id": other, "b_url": "https://example.com/feed", "b_n": 5},
+            ],
+        )
+    async with store.db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(sources.c.url, sources.c.consecutive_failures).order_by(sources.c.id)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("https://example.com/feed", 3),
+        ("https://example.com/other", 0),
+    ]
+    # The connection that failed went back usable, and so did the write lock.
+    assert (await store.db.write_one(sources_update(other, 1))).rowcount == 1
+
+
+async def test_a_cancelled_write_one_still_commits_in_turn(store: Store) -> None:
+    """Its statement is already queued for the database thread: it runs, and the
+    writes queued after it see it committed."""
+    if store.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL cancels a statement with its caller")
+    source = await store.add_source("https://example.com/feed", now=NOW)
+    task = asyncio.create_task(store.db.write_one(sources_update(source, 4)))
+    await asyncio.sleep(0)  # it holds the write lock and has queued its statement
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.db.write() as conn:
+        failures = (
+            await conn.execute(select(sources.c.consecutive_failures).where(sources.c.id == source))
+        ).scalar_one()
+    assert failures == 4
 
 
 def sources_update(source_id: int, failures: int) -> Update:

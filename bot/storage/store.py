@@ -198,19 +198,15 @@ class Store:
             "b_limit": limit,
             "b_exclude": list(exclude),
         }
-        async with self.db.write() as conn:
-            rows = (await conn.execute(_claim_sources_stmt(self.db.dialect), params)).all()
+        rows = (await self.db.write_one(_claim_sources_stmt(self.db.dialect), params)).all()
         return [DueSource(*row) for row in rows]
 
     async def release_claims(self) -> int:
         """Free every claim. Only for a process that knows it is the database's sole
         user (SQLite): claims left by a crash would otherwise hold sources until they expire."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(sources)
-                .where(sources.c.claimed_until.is_not(None))
-                .values(claimed_until=None)
-            )
+        result = await self.db.write_one(
+            update(sources).where(sources.c.claimed_until.is_not(None)).values(claimed_until=None)
+        )
         return int(result.rowcount)
 
     async def record_outcomes(self, outcomes: Sequence[PollOutcome]) -> None:
@@ -733,8 +729,7 @@ class Store:
             for row_id in mark.outbox_ids
         ]
         if params:
-            async with self.db.write() as conn:
-                await conn.execute(_MARK_SENT, params)
+            await self.db.write_one(_MARK_SENT, params)
         return [None] * len(marks)
 
     async def reschedule(
@@ -762,32 +757,29 @@ class Store:
             values["attempts"] = outbox.c.attempts + 1
         if error is not None:
             values["last_error"] = error[:MAX_ERROR_TEXT]
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
-            )
+        await self.db.write_one(
+            update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
+        )
 
     async def mark_failed(self, outbox_ids: Sequence[int], *, error: str, now: datetime) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(outbox_ids)))
-                .values(
-                    state="failed",
-                    lease_until=None,
-                    attempts=outbox.c.attempts + 1,
-                    last_error=error[:MAX_ERROR_TEXT],
-                    sent_at=None,
-                )
+        await self.db.write_one(
+            update(outbox)
+            .where(outbox.c.id.in_(list(outbox_ids)))
+            .values(
+                state="failed",
+                lease_until=None,
+                attempts=outbox.c.attempts + 1,
+                last_error=error[:MAX_ERROR_TEXT],
+                sent_at=None,
             )
+        )
 
     async def extend_lease(self, outbox_ids: Sequence[int], *, until: datetime) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(outbox_ids)), outbox.c.state == "sending")
-                .values(lease_until=until)
-            )
+        await self.db.write_one(
+            update(outbox)
+            .where(outbox.c.id.in_(list(outbox_ids)), outbox.c.state == "sending")
+            .values(lease_until=until)
+        )
 
     async def disable_webhook(self, webhook_id: int, *, reason: str) -> list[int]:
         """Disable every subscription posting to ``webhook_id``; their queued rows stay
@@ -815,23 +807,17 @@ class Store:
 
     async def learn_channel(self, subscription_id: int, channel_id: int) -> None:
         """Remember the channel a webhook posts to (Discord tells us in each reply)."""
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == subscription_id, subscriptions.c.channel_id.is_(None))
-                .values(channel_id=channel_id)
-            )
+        await self.db.write_one(_LEARN_CHANNEL, {"b_id": subscription_id, "b_channel": channel_id})
 
     async def release_deliveries(self, *, now: datetime) -> int:
         """Free every live delivery lease. Only for a sole process that has just
         started: its predecessor's rows become in doubt at once instead of when
         their lease runs out."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(outbox)
-                .where(outbox.c.state == "sending", outbox.c.lease_until.is_not(None))
-                .values(lease_until=now)
-            )
+        result = await self.db.write_one(
+            update(outbox)
+            .where(outbox.c.state == "sending", outbox.c.lease_until.is_not(None))
+            .values(lease_until=now)
+        )
         return int(result.rowcount)
 
     async def subscriptions_summary(self) -> list[dict[str, Any]]:
@@ -1016,22 +1002,20 @@ class Store:
         return found[0] if found else None
 
     async def set_paused(self, guild_id: int, subscription_id: int, *, paused: bool) -> bool:
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
-                .values(paused=paused)
-            )
+        result = await self.db.write_one(
+            update(subscriptions)
+            .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
+            .values(paused=paused)
+        )
         return bool(result.rowcount)
 
     async def delete_subscription(self, guild_id: int, subscription_id: int) -> bool:
         # Its queued deliveries go with it (ON DELETE CASCADE).
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(subscriptions).where(
-                    subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id
-                )
+        result = await self.db.write_one(
+            delete(subscriptions).where(
+                subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id
             )
+        )
         return bool(result.rowcount)
 
     async def newest_item(
@@ -1548,6 +1532,11 @@ def _queue_heads() -> Any:
 
 
 _QUEUE_HEADS = _queue_heads()
+_LEARN_CHANNEL = (
+    update(subscriptions)
+    .where(subscriptions.c.id == bindparam("b_id"), subscriptions.c.channel_id.is_(None))
+    .values(channel_id=bindparam("b_channel"))
+)
 _TAKE_ROWS = (
     update(outbox)
     .where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
