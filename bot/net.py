@@ -309,6 +309,12 @@ def _display(url: URL) -> str:
         return url.host or "the URL"
 
 
+def _where(hop: _Hop) -> str:
+    """The URL of a hop as an error message names it."""
+    shown = _display(hop.url)
+    return shown if hop.index == 0 else f"the redirect target {shown}"
+
+
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:g} s"
 
@@ -517,26 +523,19 @@ class Fetcher:
     def _check_url(self, hop: _Hop) -> None:
         """Scheme and IP-literal checks that must happen before every request."""
         url = hop.url
-        if (
-            url.scheme in _ALLOWED_SCHEMES
-            and url.raw_host
-            and not _looks_like_ip_literal(url.raw_host)
-        ):
-            return  # the common case, decided without building any message
-        where = _display(url) if hop.index == 0 else f"the redirect target {_display(url)}"
+        host = url.raw_host
         if url.scheme not in _ALLOWED_SCHEMES:
             scheme = url.scheme or "(none)"
             raise FetchError(
                 "scheme",
-                f"unsupported URL scheme {scheme!r} in {where}; only http and https can be fetched",
+                f"unsupported URL scheme {scheme!r} in {_where(hop)}; "
+                "only http and https can be fetched",
             )
-        host = url.raw_host
         if not host:
-            raise FetchError("scheme", f"{where} has no host name; check the URL")
+            raise FetchError("scheme", f"{_where(hop)} has no host name; check the URL")
         if self._settings.allow_private_addresses or not _looks_like_ip_literal(host):
             return
-        key = _host_key(host)
-        if key in self._allowed_hosts:
+        if _host_key(host) in self._allowed_hosts:
             return
         ip = _parse_ip(host)
         reason = "non-canonical" if ip is None else _non_public_reason(ip)
@@ -544,7 +543,7 @@ class Fetcher:
             logger.info("fetch refused url=%s host=%s reason=%s", _display(url), host, reason)
             raise FetchError(
                 "blocked",
-                f"refused: {where} points to a {reason} address ({host}); set "
+                f"refused: {_where(hop)} points to a {reason} address ({host}); set "
                 "polling.allow_private_addresses or add the host to polling.allowed_hosts",
             )
 

@@ -15,6 +15,7 @@ Discord counts. The price is that astral characters use two units of budget.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -343,6 +344,9 @@ def safe_url(url: str | None) -> str | None:
     return url
 
 
+# Every message of a feed asks for the same name; the answer is a pure function of
+# the title (a str, so safe to share).
+@functools.lru_cache(maxsize=4096)
 def webhook_username(title: str) -> str:
     """The source title as a webhook name Discord accepts.
 
