@@ -111,11 +111,7 @@ async def test_a_cancelled_write_rolls_back_and_gives_its_connection_back(store:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with store.db.read() as conn:
-        failures = (
-            await conn.execute(select(sources.c.consecutive_failures).where(sources.c.id == source))
-        ).scalar_one()
-    assert failures == 0  # rolled back
+    assert await failures_of(store, source) == 0  # rolled back
     async with store.db.write() as conn:  # and the write lock and connection are free
         assert (await conn.execute(sources_update(source, 2))).rowcount == 1
 
@@ -205,11 +201,18 @@ async def test_a_cancelled_write_one_still_commits_in_turn(store: Store) -> None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with store.db.write() as conn:
-        failures = (
-            await conn.execute(select(sources.c.consecutive_failures).where(sources.c.id == source))
-        ).scalar_one()
-    assert failures == 4
+    assert await failures_of(store, source) == 4
+
+
+async def failures_of(store: Store, source_id: int) -> int:
+    async with store.db.read() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(sources.c.consecutive_failures).where(sources.c.id == source_id)
+                )
+            ).scalar_one()
+        )
 
 
 def sources_update(source_id: int, failures: int) -> Update:

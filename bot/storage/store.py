@@ -1319,7 +1319,8 @@ def _chunks(values: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 # thousands per cycle. A reused statement object keeps its cache key.
 
 
-def _claim_sources_stmt_uncached(dialect: str) -> Any:
+@functools.cache
+def _claim_sources_stmt(dialect: str) -> Any:
     has_active = exists().where(
         subscriptions.c.source_id == sources.c.id, subscriptions.c.enabled.is_(True)
     )
@@ -1353,8 +1354,6 @@ def _claim_sources_stmt_uncached(dialect: str) -> Any:
         )
     )
 
-
-_claim_sources_stmt = functools.cache(_claim_sources_stmt_uncached)
 
 _RECORD_FAILED = (
     update(sources)
