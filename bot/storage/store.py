@@ -1275,19 +1275,6 @@ def _item_values(source_id: int, item: Item, now: datetime) -> dict[str, Any]:
     }
 
 
-def _healthy_values() -> dict[str, Any]:
-    """What a successful poll writes to its source row (bind parameters b_polled, b_next)."""
-    return {
-        "last_polled_at": bindparam("b_polled"),
-        "last_success_at": bindparam("b_polled"),
-        "next_poll_at": bindparam("b_next"),
-        "claimed_until": None,
-        "consecutive_failures": 0,
-        "failing_since": None,
-        "last_error": None,
-    }
-
-
 def _outbox_values(
     sub_ids: Sequence[int], item_ids: Sequence[int], now: datetime
 ) -> list[dict[str, Any]]:
@@ -1367,46 +1354,61 @@ _RECORD_FAILED = (
         last_error=bindparam("b_error"),
     )
 )
-_RECORD_OK_KEEP_VALIDATORS = (
-    update(sources).where(sources.c.id == bindparam("b_id")).values(**_healthy_values())
-)
-_RECORD_OK_NEW_VALIDATORS = (
-    update(sources)
-    .where(sources.c.id == bindparam("b_id"))
-    .values(
-        **_healthy_values(),
-        etag=bindparam("b_etag"),
-        last_modified=bindparam("b_lm"),
-        body_hash=bindparam("b_hash"),
+# A successful poll: healthy, plus (unless they came back unchanged) the validators.
+_NEW_VALIDATORS: dict[str, Any] = {
+    "etag": bindparam("b_etag"),
+    "last_modified": bindparam("b_lm"),
+    "body_hash": bindparam("b_hash"),
+}
+
+
+def _healthy_update(**extra: Any) -> Any:
+    """The UPDATE of a successfully polled source (b_id, b_polled, b_next), plus ``extra``."""
+    return (
+        update(sources)
+        .where(sources.c.id == bindparam("b_id"))
+        .values(
+            last_polled_at=bindparam("b_polled"),
+            last_success_at=bindparam("b_polled"),
+            next_poll_at=bindparam("b_next"),
+            claimed_until=None,
+            consecutive_failures=0,
+            failing_since=None,
+            last_error=None,
+            **extra,
+        )
     )
-)
+
+
+_RECORD_OK_KEEP_VALIDATORS = _healthy_update()
+_RECORD_OK_NEW_VALIDATORS = _healthy_update(**_NEW_VALIDATORS)
 
 
 @functools.cache
 def _record_changed_stmt(dialect: str, with_meta: bool) -> Any:
     newest_param = bindparam("b_newest", type_=sources.c.newest_item_at.type)
     larger = func.max if dialect == "sqlite" else func.greatest
-    values: dict[str, Any] = {
-        **_healthy_values(),
-        "etag": bindparam("b_etag"),
-        "last_modified": bindparam("b_lm"),
-        "body_hash": bindparam("b_hash"),
-        "initialized": True,
+    meta: dict[str, Any] = (
+        {
+            "title": bindparam("b_title"),
+            "site_link": bindparam("b_site"),
+            "icon_url": bindparam("b_icon"),
+            "kind": bindparam("b_kind"),
+        }
+        if with_meta
+        else {}
+    )
+    return _healthy_update(
+        **_NEW_VALIDATORS,
+        **meta,
+        initialized=True,
         # SQLite's max() is NULL if either side is; PostgreSQL's greatest() skips NULLs.
-        "newest_item_at": func.coalesce(
+        newest_item_at=func.coalesce(
             larger(sources.c.newest_item_at, newest_param),
             newest_param,
             sources.c.newest_item_at,
         ),
-    }
-    if with_meta:
-        values.update(
-            title=bindparam("b_title"),
-            site_link=bindparam("b_site"),
-            icon_url=bindparam("b_icon"),
-            kind=bindparam("b_kind"),
-        )
-    return update(sources).where(sources.c.id == bindparam("b_id")).values(**values)
+    )
 
 
 def _dialect_insert(dialect: str, table: Any) -> Any:
