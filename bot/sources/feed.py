@@ -677,16 +677,14 @@ class _ParentLookupTag(Tag):
         return None
 
 
-# An element _DiscordConverter drops can only be there if its start tag is.
-_DROPPED_TAG: Final = re.compile(
-    r"<(?:script|style|iframe|noscript|template|svg|object|embed)\b", re.IGNORECASE
-)
+# Elements the converter drops with their content; one can only be in the HTML if
+# its start tag is, which a regex finds without walking the tree.
+_DROPPED: Final = ("script", "style", "iframe", "noscript", "template", "svg", "object", "embed")
+_DROPPED_TAG: Final = re.compile(rf"<(?:{'|'.join(_DROPPED)})\b", re.IGNORECASE)
 
 
 class _DiscordConverter(MarkdownConverter):
     """markdownify tuned for Discord: absolute links, no inline images."""
-
-    _DROP: Final = ("script", "style", "iframe", "noscript", "template", "svg", "object", "embed")
 
     def __init__(self, base: str, page: str | None) -> None:
         super().__init__(
@@ -704,7 +702,7 @@ class _DiscordConverter(MarkdownConverter):
     def convert(self, html: str) -> str:
         soup = BeautifulSoup(html, "html.parser", element_classes={Tag: _ParentLookupTag})
         if _DROPPED_TAG.search(html):  # a tree walk saved for the many bodies without any
-            for el in soup.find_all(self._DROP):
+            for el in soup.find_all(_DROPPED):
                 el.decompose()
         return str(self.convert_soup(soup))
 
