@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from bs4 import BeautifulSoup, Tag
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -17,6 +18,7 @@ from bot.models import FeedInfo, Item
 from bot.sources.feed import (
     ParsedFeed,
     ParseError,
+    _ParentLookupTag,
     build_item,
     find_feed_links,
     looks_like_html,
@@ -127,6 +129,25 @@ def test_rss20_drops_script_style_iframe_and_images_from_text() -> None:
     summary = build_item(feed, feed.entries[0]).summary
     for unwanted in ("alert", "color: red", "player text", "tide.jpg", "![", "\n\n\n"):
         assert unwanted not in summary
+
+
+def test_the_converters_parent_lookup_answers_like_beautifulsoup() -> None:
+    """The converter's tags answer find_parent("name") by walking up (see
+    _ParentLookupTag); for every tag and name it must find what bs4 itself finds."""
+    html = (
+        "<div><pre><code>x<b>y</b></code></pre><p>a <em>b <b>c</b></em></p>"
+        "<ul><li><pre>z</pre></li></ul></div><b>out</b>"
+    )
+    ours = BeautifulSoup(html, "html.parser", element_classes={Tag: _ParentLookupTag})
+    plain = BeautifulSoup(html, "html.parser")
+    ours_tags, plain_tags = ours.find_all(True), plain.find_all(True)
+    assert all(isinstance(tag, _ParentLookupTag) for tag in ours_tags)
+    for mine, theirs in zip(ours_tags, plain_tags, strict=True):
+        for name in ("pre", "code", "em", "li", "div", "table", "[document]"):
+            found, expected = mine.find_parent(name), theirs.find_parent(name)
+            assert (found is None) == (expected is None), (mine, name)
+            if found is not None and expected is not None:
+                assert found.decode() == expected.decode()
 
 
 def test_inline_image_skips_tracking_pixels() -> None:
