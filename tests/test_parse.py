@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import time
+import xml.sax
+import xml.sax.handler
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import feedparser
+import feedparser.api
 import pytest
 from bs4 import BeautifulSoup, Tag
 from hypothesis import given
@@ -25,6 +30,7 @@ from bot.sources.feed import (
     normalise_link,
     parse_feed,
 )
+from bot.sources.saxdriver import BufferedTextExpatParser
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 
@@ -148,6 +154,48 @@ def test_the_converters_parent_lookup_answers_like_beautifulsoup() -> None:
             assert (found is None) == (expected is None), (mine, name)
             if found is not None and expected is not None:
                 assert found.decode() == expected.decode()
+
+
+class _TextRecorder(xml.sax.handler.ContentHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def characters(self, content: str) -> None:
+        self.texts.append(content)
+
+
+def test_feedparser_gets_an_elements_text_in_one_piece() -> None:
+    """Plain expat reports text in a new callback at each entity (a hundred per escaped
+    HTML description); the driver feedparser is given buffers it into one."""
+    parser = xml.sax.make_parser(feedparser.api.PREFERRED_XML_PARSERS)
+    assert isinstance(parser, BufferedTextExpatParser)
+    recorder = _TextRecorder()
+    parser.setContentHandler(recorder)
+    parser.parse(io.BytesIO(b"<d>&lt;p&gt;fish &amp;amp; chips&lt;/p&gt;\nline two</d>"))
+    assert recorder.texts == ["<p>fish &amp; chips</p>\nline two"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir()))
+@pytest.mark.parametrize("cut", [None, 0.5])
+def test_buffered_text_parses_like_plain_expat(
+    name: str, cut: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every fixture, whole and cut off in the middle (the strict parse fails and the
+    loose parser takes over): feedparser's result is the same with plain expat."""
+    body = load(name)
+    if cut is not None:
+        body = body[: int(len(body) * cut)]
+
+    def result() -> str:
+        r = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+        fields = ("feed", "entries", "bozo", "version", "encoding", "namespaces")
+        return repr([r.get(f) for f in fields] + [repr(r.get("bozo_exception"))])
+
+    buffered = result()
+    monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", [])
+    assert not isinstance(xml.sax.make_parser([]), BufferedTextExpatParser)
+    assert buffered == result()
 
 
 def test_inline_image_skips_tracking_pixels() -> None:

@@ -64,9 +64,9 @@ _HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml", "html", "x
 
 # feedparser asks xml.sax for "drv_libxml2" first on every parse: a module that is
 # not installed, so each parse paid for a failed import (a search of sys.path under
-# the import lock, contended by the parsing threads). Expat, which it falls back to
-# and which every test runs on, is asked for directly.
-feedparser.api.PREFERRED_XML_PARSERS = []
+# the import lock, contended by the parsing threads). Our driver is expat, which every
+# test runs on, with its text buffered (see bot.sources.saxdriver).
+feedparser.api.PREFERRED_XML_PARSERS = ["bot.sources.saxdriver"]
 
 
 class ParseError(Exception):
