@@ -225,6 +225,10 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
     )
     async with aiohttp.ClientSession() as control, Fetcher(net) as fetcher:
         poller = Poller(store, fetcher, settings, clock=clock)
+        # What `feedhook run` does once started: freeze the heap, collect less often.
+        from bot.app import settle_heap
+
+        settle_heap()
 
         async def one_cycle(label: str, *, deliver: bool = True) -> CycleStats:
             before = await _outbox_rows(store)

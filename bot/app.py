@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Mapping
@@ -26,6 +27,26 @@ if TYPE_CHECKING:
     from bot.discord.client import FeedhookBot
 
 log = logging.getLogger(__name__)
+
+
+# Objects a container allocation count must reach before a young-generation
+# collection (CPython's default is 700). Parsing allocates in bulk: at 700 a bench
+# cycle ran ~150 collections, at 10 000 it runs ~8, and the cyclic garbage that
+# waits longer (BeautifulSoup trees) is a few MB at most.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Tune the garbage collector for a long-running relay, once it has started.
+
+    Everything alive now (modules, SQLAlchemy metadata, discord.py) lives as long
+    as the process: freezing it keeps full collections from walking it again
+    (60 ms each in the bench, twice a cycle). Then collections run less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class BotError(Exception):
@@ -255,6 +276,7 @@ class App:
         except BaseException:
             await self.stop()
             raise
+        settle_heap()
         try:
             await stop.wait()
         finally:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
 
+from bot.app import GC_YOUNG_THRESHOLD, settle_heap
 from bot.tasks import WorkerThread, in_cpu_thread
 
 
@@ -64,3 +66,19 @@ async def test_cpu_work_runs_in_the_one_parser_thread() -> None:
         *(in_cpu_thread(lambda: threading.current_thread().name) for _ in range(5))
     )
     assert set(names) == {"feedhook-parse"}
+
+
+def test_settle_heap_freezes_what_lives_and_collects_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        long_lived = [object()]  # alive at start-up, like the modules and metadata
+        settle_heap()
+        # Frozen objects are out of every generation: no collection walks them again.
+        assert not any(obj is long_lived for obj in gc.get_objects())
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert before[0] < GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
