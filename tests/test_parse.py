@@ -7,6 +7,7 @@ import time
 import xml.sax
 import xml.sax.handler
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from bot.sources.feed import (
     _ParentLookupTag,
     build_item,
     find_feed_links,
+    html_to_markdown,
     looks_like_html,
     normalise_link,
     parse_feed,
@@ -196,6 +198,37 @@ def test_buffered_text_parses_like_plain_expat(
     monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", [])
     assert not isinstance(xml.sax.make_parser([]), BufferedTextExpatParser)
     assert buffered == result()
+
+
+def test_the_reused_converter_carries_nothing_from_one_item_to_the_next() -> None:
+    """One converter per thread is reused: each item gets its own base, page and image."""
+    first = html_to_markdown(
+        '<img src="/a.png"><a href="/x">x</a> <a href="#top">top</a>',
+        base="https://one.example/feed",
+        page="https://one.example/post",
+    )
+    second = html_to_markdown(
+        '<a href="/y">y</a> <a href="#top">top</a>', base="https://two.example/"
+    )
+    assert first == (
+        "[x](https://one.example/x) [top](https://one.example/post#top)",
+        "https://one.example/a.png",
+    )
+    assert second == ("[y](https://two.example/y) top", None)
+
+
+def test_threads_convert_with_converters_of_their_own() -> None:
+    def convert(n: int) -> tuple[str, str | None]:
+        return html_to_markdown(
+            f'<p><img src="/{n}.png"><a href="/p/{n}">post {n}</a></p>' * 20,
+            base=f"https://s{n}.example/",
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(convert, range(40)))
+    for n, (markdown, image) in enumerate(results):
+        assert image == f"https://s{n}.example/{n}.png"
+        assert markdown.count(f"[post {n}](https://s{n}.example/p/{n})") == 20
 
 
 def test_inline_image_skips_tracking_pixels() -> None:
