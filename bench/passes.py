@@ -95,6 +95,15 @@ class Meter:
         return CycleStats(label, wall, cpu, n, maxrss_mb=maxrss, traced_peak_mb=traced, **kw)  # type: ignore[arg-type]
 
 
+def gc_like_the_app() -> None:
+    """Garbage collector settings of `feedhook run` once started (bot.app.settle_heap):
+    frozen heap, young collections every 10 000 allocations. Every pass, feedhook's,
+    the floors' and reader's, calls it before its first cycle: like for like."""
+    from bot.app import settle_heap
+
+    settle_heap()
+
+
 def urls_for(base_url: str, indexes: Sequence[int]) -> list[str]:
     return [base_url + source_path(i) for i in indexes]
 
@@ -225,10 +234,7 @@ async def _feedhook_pass(p: FeedhookParams) -> PassResult:
     )
     async with aiohttp.ClientSession() as control, Fetcher(net) as fetcher:
         poller = Poller(store, fetcher, settings, clock=clock)
-        # What `feedhook run` does once started: freeze the heap, collect less often.
-        from bot.app import settle_heap
-
-        settle_heap()
+        gc_like_the_app()
 
         async def one_cycle(label: str, *, deliver: bool = True) -> CycleStats:
             before = await _outbox_rows(store)
@@ -369,6 +375,7 @@ async def _raw_fetch_pass(p: RawParams) -> PassResult:
     connector = aiohttp.TCPConnector(limit=p.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         sem = asyncio.Semaphore(p.concurrency)
+        gc_like_the_app()
 
         async def get(url: str) -> int:
             async with sem, session.get(url, headers=validators.get(url)) as resp:
@@ -432,6 +439,7 @@ async def _parse_floor_pass(p: ParseParams) -> PassResult:
     result = PassResult("feedparser.parse of the changed bodies (parse floor)")
     meter = Meter(p.trace)
     urls = urls_for(p.base_url, p.indexes)
+    gc_like_the_app()
     async with aiohttp.ClientSession() as session:
         for k in range(1, p.cycles + 1):
             await set_cycle(session, p.base_url, k)
@@ -532,6 +540,7 @@ def reader_pass(p: ReaderParams) -> PassResult:
     for url in urls:
         rdr.add_feed(url)
     result.setup_s = time.perf_counter() - started
+    gc_like_the_app()
 
     def one_cycle(label: str) -> CycleStats:
         statuses: Counter[str] = Counter()

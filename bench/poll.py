@@ -326,7 +326,8 @@ def run(args: argparse.Namespace, base_url: str, workdir: str) -> None:
     print(
         "  CPU = time.process_time() of the pass's own process (all its threads: feedhook "
         "parses in its parser thread, SQLite runs in its database thread); peak RSS = ru_maxrss "
-        "of that process (high-water mark since it started, includes imports)"
+        "of that process (high-water mark since it started, includes imports); every pass runs "
+        "with the garbage collector settings of `feedhook run` (bot.app.settle_heap)"
         + ("; traced peak = tracemalloc peak within the cycle" if args.tracemalloc else "")
     )
     print(

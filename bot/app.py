@@ -154,7 +154,9 @@ class App:
         self.bot: FeedhookBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, settle: bool = False) -> None:
+        """Open everything and start the timers; ``settle`` (``feedhook run``) tunes
+        the garbage collector first (:func:`settle_heap`), before any poll runs."""
         await self.db.upgrade()
         if self.db.dialect == "sqlite":
             # One process per SQLite file: claims still set were left by a crash.
@@ -202,6 +204,8 @@ class App:
             coalesce=True,
             misfire_grace_time=None,
         )
+        if settle:
+            settle_heap()
         self.scheduler.start()
         if self.config.discord.token:
             await self._start_bot()
@@ -272,11 +276,10 @@ class App:
             with suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            await self.start()
+            await self.start(settle=True)
         except BaseException:
             await self.stop()
             raise
-        settle_heap()
         try:
             await stop.wait()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import xml.sax
 import xml.sax.handler
@@ -24,6 +25,7 @@ from bot.models import FeedInfo, Item
 from bot.sources.feed import (
     ParsedFeed,
     ParseError,
+    _converter,
     _ParentLookupTag,
     build_item,
     find_feed_links,
@@ -229,6 +231,55 @@ def test_threads_convert_with_converters_of_their_own() -> None:
     for n, (markdown, image) in enumerate(results):
         assert image == f"https://s{n}.example/{n}.png"
         assert markdown.count(f"[post {n}](https://s{n}.example/p/{n})") == 20
+
+
+def test_each_thread_has_one_converter_of_its_own() -> None:
+    both_here = threading.Barrier(2)
+
+    def converters() -> tuple[object, object]:
+        both_here.wait()  # the two threads are alive at once: no reuse of a finished one
+        return _converter(), _converter()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        (a1, a2), (b1, b2) = pool.map(lambda _: converters(), range(2))
+    assert a1 is a2
+    assert b1 is b2
+    assert a1 is not b1
+
+
+def test_the_converters_per_tag_cache_stays_bounded() -> None:
+    """A feed can invent any number of tag names; the thread's converter outlives it."""
+    invented = "".join(f"<x-tag{i}>t</x-tag{i}>" for i in range(1000))
+    for _ in range(3):
+        html_to_markdown(invented, base="https://a.example/")
+        html_to_markdown("<p>next item</p>", base="https://a.example/")
+        assert len(vars(_converter())["convert_fn_cache"]) <= 256
+
+
+def test_buffered_text_parses_like_plain_expat_past_the_buffer_and_around_markup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text longer than the 64 KiB buffer, comments, CDATA, processing instructions and
+    XHTML content: feedparser's result is the same with plain expat."""
+    long_text = "fish &amp; chips &lt;b&gt;x&lt;/b&gt; " * 4000  # ~150 KB of escaped text
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>T<!-- c -->itle</title>'
+        '<entry><id>1</id><title type="html"><![CDATA[<b>bold</b>]]> &amp; more</title>'
+        f'<summary type="html">{long_text}</summary>'
+        '<content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">\n  <p>a<?pi x?>b'
+        "<!-- note --> c &amp; d</p>\n</div></content></entry></feed>"
+    ).encode()
+
+    def result() -> str:
+        r = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+        return repr([r.get("feed"), r.get("entries"), r.get("bozo"), r.get("version")])
+
+    buffered = result()
+    assert "fish & chips" in buffered
+    assert "<b>bold</b> & more" in buffered
+    monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", [])
+    assert buffered == result()
 
 
 def test_inline_image_skips_tracking_pixels() -> None:

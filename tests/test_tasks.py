@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from pathlib import Path
 
 import pytest
 
-from bot.app import GC_YOUNG_THRESHOLD, settle_heap
+from bot.app import GC_YOUNG_THRESHOLD, App, settle_heap
+from bot.config import load_config
 from bot.tasks import WorkerThread, in_cpu_thread
 
 
@@ -79,6 +81,26 @@ def test_settle_heap_freezes_what_lives_and_collects_young_objects_less_often() 
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
         assert before[0] < GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def test_the_relay_settles_the_heap_before_its_first_poll_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    """`feedhook run` starts with settle=True; tests and the demo leave the collector alone."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "r.db"}"\n', encoding="utf-8")
+    before = gc.get_threshold()
+    try:
+        for settle in (False, True):
+            app = App(load_config(config_file, environ={}))
+            await app.start(settle=settle)
+            try:
+                assert (gc.get_threshold()[0] == GC_YOUNG_THRESHOLD) is settle
+            finally:
+                await app.stop()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)

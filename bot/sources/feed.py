@@ -34,6 +34,7 @@ from bs4 import BeautifulSoup, Tag
 from markdownify import ATX, MarkdownConverter
 
 from bot.models import FeedInfo, Item
+from bot.sources import saxdriver
 
 __all__ = [
     "DocumentParser",
@@ -67,7 +68,7 @@ _HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml", "html", "x
 # not installed, so each parse paid for a failed import (a search of sys.path under
 # the import lock, contended by the parsing threads). Our driver is expat, which every
 # test runs on, with its text buffered (see bot.sources.saxdriver).
-feedparser.api.PREFERRED_XML_PARSERS = ["bot.sources.saxdriver"]
+feedparser.api.PREFERRED_XML_PARSERS = [saxdriver.__name__]
 
 
 class ParseError(Exception):
@@ -689,7 +690,8 @@ class _DiscordConverter(MarkdownConverter):
 
     One per thread (:func:`_converter`), reused: building one merges markdownify's
     option classes through ``dir()`` and starts an empty per-tag method cache,
-    ~7% of converting a typical item. ``convert`` resets the per-item state.
+    ~7% of converting a typical item. :meth:`convert_item` is the entry point: it
+    sets the per-item state (markdownify's own ``convert`` is not used).
     """
 
     def __init__(self) -> None:
@@ -707,6 +709,12 @@ class _DiscordConverter(MarkdownConverter):
 
     def convert_item(self, html: str, *, base: str, page: str | None) -> str:
         self.base, self.page, self.first_image = base, page, None
+        # markdownify caches a method per tag name it meets (its stubs omit the
+        # attribute); feeds can invent any number of names, and this converter
+        # lives as long as its thread.
+        per_tag: dict[str, Any] = vars(self)["convert_fn_cache"]
+        if len(per_tag) > _MAX_CACHED_TAG_NAMES:
+            per_tag.clear()
         soup = BeautifulSoup(html, "html.parser", element_classes={Tag: _ParentLookupTag})
         if _DROPPED_TAG.search(html):  # a tree walk saved for the many bodies without any
             for el in soup.find_all(_DROPPED):
@@ -749,6 +757,7 @@ class _DiscordConverter(MarkdownConverter):
 
 
 _CONVERTERS: Final = threading.local()
+_MAX_CACHED_TAG_NAMES: Final = 256
 
 
 def _converter() -> _DiscordConverter:
