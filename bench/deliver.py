@@ -422,10 +422,9 @@ async def _feedhook_pass(p: PassParams) -> PassResult:
 
             tick_seconds = DELIVERY_TICK_SECONDS
         _time_renders(store_time)
-        # Like `feedhook run` once started (bot.app.settle_heap): frozen heap, fewer collections.
-        from bot.app import settle_heap
+        from bench.passes import gc_like_the_app
 
-        settle_heap()
+        gc_like_the_app()
         rss_before = _rss_mb()
         if p.trace:
             tracemalloc.start()

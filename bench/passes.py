@@ -96,9 +96,9 @@ class Meter:
 
 
 def gc_like_the_app() -> None:
-    """Garbage collector settings of `feedhook run` once started (bot.app.settle_heap):
-    frozen heap, young collections every 10 000 allocations. Every pass, feedhook's,
-    the floors' and reader's, calls it before its first cycle: like for like."""
+    """Garbage collector settings of `feedhook run` (bot.app.settle_heap): frozen heap,
+    young collections every 10 000 allocations. Every pass (feedhook's, the floors',
+    reader's, bench.deliver's) calls it before its first cycle: like for like."""
     from bot.app import settle_heap
 
     settle_heap()

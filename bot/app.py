@@ -37,7 +37,7 @@ GC_YOUNG_THRESHOLD = 10_000
 
 
 def settle_heap() -> None:
-    """Tune the garbage collector for a long-running relay, once it has started.
+    """Tune the garbage collector for a long-running relay, set up but not yet polling.
 
     Everything alive now (modules, SQLAlchemy metadata, discord.py) lives as long
     as the process: freezing it keeps full collections from walking it again
