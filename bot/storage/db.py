@@ -35,7 +35,6 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.util.typing import TupleAny
 
 from bot.tasks import WorkerThread
 
@@ -45,7 +44,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 T = TypeVar("T")
 Parameters = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-AnyRow = Row[*TupleAny]
+# Any row, whatever its columns (spelled without SQLAlchemy's private typing helpers,
+# so the whole declared SQLAlchemy range imports it).
+AnyRow = Row[*tuple[Any, ...]]
 
 
 class DatabaseError(Exception):
@@ -89,7 +90,7 @@ class Rows:
 
     __slots__ = ("_rows", "rowcount")
 
-    def __init__(self, result: CursorResult[*TupleAny]) -> None:
+    def __init__(self, result: CursorResult[*tuple[Any, ...]]) -> None:
         self.rowcount: int = result.rowcount
         self._rows: list[AnyRow] | None = list(result.all()) if result.returns_rows else None
         result.close()
