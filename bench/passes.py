@@ -474,6 +474,144 @@ async def _parse_floor_pass(p: ParseParams) -> PassResult:
     return result
 
 
+# ---------------------------------------------------------------------------- stack floor
+
+
+@dataclass
+class StackParams:
+    base_url: str
+    indexes: list[int]  # every source
+    cycles: int
+    concurrency: int
+    trace: bool = False
+
+
+# feedhook's own pace (DeliverySettings.global_rate): under Discord's 50/s.
+STACK_POST_RATE = 45.0
+
+
+def stack_floor_pass(params: StackParams) -> PassResult:
+    return asyncio.run(_stack_floor_pass(params))
+
+
+async def _new_entry_documents(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    urls: Sequence[str],
+    cycle: int,
+    content_types: dict[str, str],
+) -> dict[str, bytes]:
+    """Per changed URL, its cycle-``cycle`` document holding only the entries that were not in
+    its cycle ``cycle - 1`` document (prepared outside the measured region)."""
+    from bot.sources.split import split_entries
+
+    await set_cycle(session, base_url, cycle - 1)
+    before = {url: body for url, body, _h in await _fetch_all(session, urls)}
+    await set_cycle(session, base_url, cycle)
+    out: dict[str, bytes] = {}
+    for url, body, headers in await _fetch_all(session, urls):
+        content_types[url] = headers.get("Content-Type", "application/xml")
+        old = split_entries(before[url])
+        new = split_entries(body)
+        if old is None or new is None:
+            raise RuntimeError(f"{url}: the stack floor needs documents split_entries can split")
+        seen = set(old.fingerprints())
+        fresh = {i for i, fp in enumerate(new.fingerprints()) if fp not in seen}
+        if fresh:
+            out[url] = new.keeping(fresh)
+    return out
+
+
+async def _stack_floor_pass(p: StackParams) -> PassResult:
+    """What the chosen libraries alone cost for one cycle's work, with no feedhook code: the
+    conditional GETs (aiohttp), ``feedparser.parse`` of each changed body reduced to its new
+    entries (feedhook's options), markdownify of each new entry's HTML (one converter, reused),
+    and one aiohttp POST per new entry to the fake Discord (an embed, ``?wait=true``, answer
+    read), paced at 45/s like feedhook. No database, no rendering rules, no error handling:
+    a floor no relay built on these libraries can go under."""
+    import feedparser
+    from markdownify import MarkdownConverter
+
+    result = PassResult("the chosen libraries' own work (stack floor)")
+    urls = urls_for(p.base_url, p.indexes)
+    changed = urls_for(p.base_url, [i for i in p.indexes if source_class(i) == "C"])
+    discord = _FakeDiscordProcess(len(changed))  # a webhook per changed source
+    api_base = discord.api_base.rstrip("/")
+    hooks = dict(zip(changed, discord.hooks, strict=True))
+    validators: dict[str, dict[str, str]] = {}
+    content_types: dict[str, str] = {}
+    converter = MarkdownConverter()
+    meter = Meter(p.trace)
+    connector = aiohttp.TCPConnector(limit=p.concurrency)
+    try:
+        async with (
+            aiohttp.ClientSession() as control,
+            aiohttp.ClientSession(connector=connector) as session,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as discord_session,
+        ):
+            sem = asyncio.Semaphore(p.concurrency)
+            gc_like_the_app()
+
+            async def get(url: str) -> tuple[str, int]:
+                async with sem, session.get(url, headers=validators.get(url)) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        sent: dict[str, str] = {}
+                        if etag := resp.headers.get("ETag"):
+                            sent["If-None-Match"] = etag
+                        if modified := resp.headers.get("Last-Modified"):
+                            sent["If-Modified-Since"] = modified
+                        validators[url] = sent
+                    return url, resp.status
+
+            slot = 0.0
+
+            async def post(url: str, embed: dict[str, Any]) -> int:
+                nonlocal slot
+                now = time.monotonic()
+                slot = max(slot, now) + 1 / STACK_POST_RATE
+                await asyncio.sleep(slot - now)
+                hook_id, token = hooks[url]
+                async with discord_session.post(
+                    f"{api_base}/webhooks/{hook_id}/{token}?wait=true",
+                    json={"embeds": [embed], "allowed_mentions": {"parse": []}},
+                ) as resp:
+                    await resp.json(content_type=None)
+                    return resp.status
+
+            await set_cycle(control, p.base_url, 0)
+            await asyncio.gather(*(get(url) for url in urls))  # validators, not measured
+            for k in range(1, p.cycles + 1):
+                reduced = await _new_entry_documents(control, p.base_url, changed, k, content_types)
+                # A webhook gets at most 3 posts a cycle: with its 5-per-2-s window clear
+                # at the start of each cycle, the floor never runs into Discord's 429s.
+                await asyncio.sleep(2.1)
+                meter.start()
+                statuses = Counter(status for _u, status in await asyncio.gather(*map(get, urls)))
+                posts = []
+                for url, doc in reduced.items():
+                    parsed = feedparser.parse(
+                        io.BytesIO(doc),
+                        response_headers={"content-type": content_types[url]},
+                        sanitize_html=False,
+                        resolve_relative_uris=False,
+                    )
+                    for entry in parsed.entries:
+                        text = converter.convert(entry.get("summary", ""))
+                        embed = {"title": entry.get("title", ""), "url": entry.get("link")}
+                        posts.append(post(url, embed | {"description": text[:4096]}))
+                sent = Counter(map(str, await asyncio.gather(*posts)))
+                stats = meter.stop(f"cycle {k}", len(urls))
+                stats.new_items = len(posts)
+                stats.statuses = {f"GET {s}": n for s, n in statuses.items()} | {
+                    f"POST {s}": n for s, n in sent.items()
+                }
+                result.cycles.append(stats)
+    finally:
+        discord.stop()
+    return result
+
+
 # ---------------------------------------------------------------------------- reader (peer)
 
 

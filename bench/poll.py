@@ -15,7 +15,10 @@ memory are its own:
    poll), so each class is measured in a pass of its own (A and B every cycle, C cycle 1);
 4. the parse floor: ``feedparser.parse(body)`` (default options) of cycle 1's class C
    bodies alone, plus, for information, the options feedhook uses and its ``parse_feed``;
-5. the peer: the ``reader`` library updating the same feeds.
+5. the stack floor (synthetic bodies): the same cycles done by the libraries alone, no
+   feedhook code: the conditional GETs, ``feedparser.parse`` of each changed body reduced to
+   its new entries, markdownify of each new entry, one POST per entry to a fake Discord;
+6. the peer: the ``reader`` library updating the same feeds.
 
 Each pass notes how much CPU other processes used meanwhile: run it on an idle machine.
 """
@@ -46,11 +49,13 @@ from bench.passes import (
     PassResult,
     RawParams,
     ReaderParams,
+    StackParams,
     feedhook_pass,
     parse_floor_pass,
     raw_fetch_pass,
     reader_pass,
     snapshot_path,
+    stack_floor_pass,
 )
 from bench.server import ServerSpec, serve, source_class
 
@@ -399,6 +404,17 @@ def run(args: argparse.Namespace, base_url: str, workdir: str) -> None:
     floor = run_isolated(parse_floor_pass, ParseParams(base_url, by_class["C"], 2, trace))
     print_pass(floor)
 
+    stack: PassResult | None = None
+    if not args.corpus:
+        stack = run_isolated(
+            stack_floor_pass, StackParams(base_url, indexes, args.cycles, args.concurrency, trace)
+        )
+        stack.notes.append(
+            "no feedhook code: what any relay built on aiohttp, feedparser and markdownify "
+            "spends on this cycle's GETs, new entries and posts"
+        )
+        print_pass(stack)
+
     peer: PassResult | None = None
     if not args.skip_reader:
         peer = run_isolated(
@@ -411,7 +427,7 @@ def run(args: argparse.Namespace, base_url: str, workdir: str) -> None:
         )
         print_pass(peer)
 
-    summary(args, raw, fh, per_class, floor, peer, expected_new)
+    summary(args, raw, fh, per_class, floor, stack, peer, expected_new)
 
 
 def summary(
@@ -420,6 +436,7 @@ def summary(
     fh: PassResult,
     per_class: dict[str, PassResult],
     floor: PassResult,
+    stack: PassResult | None,
     peer: PassResult | None,
     expected_new: dict[int, int],
 ) -> None:
@@ -476,6 +493,20 @@ def summary(
             (
                 f"  (the same, scaled to a raw GET of {REFERENCE_RAW_GET_MS} ms, an estimate)",
                 f"{fh_cpu:.3f} x {REFERENCE_RAW_GET_MS} / {raw_cpu:.3f} = {scaled:.3f} ms",
+                None,
+            )
+        )
+    if stack is not None:
+        stack_cpu = cpu_per_source_ms(stack)
+        rows.append(
+            (
+                "  (the libraries' own work, no feedhook code: stack floor)",
+                f"{stack_cpu:.3f} ms per source; feedhook = {fh_cpu / stack_cpu:.2f}x that"
+                + (
+                    "; above 1 ms, so no relay on this stack meets 1 ms on this machine"
+                    if stack_cpu > 1.0
+                    else ""
+                ),
                 None,
             )
         )
