@@ -361,6 +361,23 @@ class RawParams:
     trace: bool = False
 
 
+async def conditional_get(
+    session: aiohttp.ClientSession, url: str, validators: dict[str, dict[str, str]]
+) -> int:
+    """GET ``url`` with the validators of its previous 200 (kept in ``validators``); the body
+    is read and dropped. The status."""
+    async with session.get(url, headers=validators.get(url)) as resp:
+        await resp.read()
+        if resp.status == 200:
+            sent: dict[str, str] = {}
+            if etag := resp.headers.get("ETag"):
+                sent["If-None-Match"] = etag
+            if modified := resp.headers.get("Last-Modified"):
+                sent["If-Modified-Since"] = modified
+            validators[url] = sent
+        return resp.status
+
+
 def raw_fetch_pass(params: RawParams) -> PassResult:
     return asyncio.run(_raw_fetch_pass(params))
 
@@ -378,16 +395,8 @@ async def _raw_fetch_pass(p: RawParams) -> PassResult:
         gc_like_the_app()
 
         async def get(url: str) -> int:
-            async with sem, session.get(url, headers=validators.get(url)) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    sent: dict[str, str] = {}
-                    if etag := resp.headers.get("ETag"):
-                        sent["If-None-Match"] = etag
-                    if modified := resp.headers.get("Last-Modified"):
-                        sent["If-Modified-Since"] = modified
-                    validators[url] = sent
-                return resp.status
+            async with sem:
+                return await conditional_get(session, url, validators)
 
         async def one_cycle(label: str) -> CycleStats:
             meter.start()
@@ -553,16 +562,8 @@ async def _stack_floor_pass(p: StackParams) -> PassResult:
             gc_like_the_app()
 
             async def get(url: str) -> tuple[str, int]:
-                async with sem, session.get(url, headers=validators.get(url)) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        sent: dict[str, str] = {}
-                        if etag := resp.headers.get("ETag"):
-                            sent["If-None-Match"] = etag
-                        if modified := resp.headers.get("Last-Modified"):
-                            sent["If-Modified-Since"] = modified
-                        validators[url] = sent
-                    return url, resp.status
+                async with sem:
+                    return url, await conditional_get(session, url, validators)
 
             slot = 0.0
 
