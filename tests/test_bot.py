@@ -120,6 +120,11 @@ async def running_world(
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("the bot never synced its commands")
+            # Commands sync before discord.py dispatches 'ready' (it waits for the guilds
+            # first). A test that ends before then would close the client under that
+            # pending dispatch: "coroutine 'Client._run_event' was never awaited".
+            assert app.bot is not None
+            await asyncio.wait_for(app.bot.wait_until_ready(), timeout=10)
             yield World(fake, app, feed_server)
         finally:
             await app.stop()
