@@ -510,6 +510,14 @@ def summary(
                 None,
             )
         )
+    else:
+        rows.append(
+            (
+                "  (the libraries' own work, no feedhook code: stack floor)",
+                "measured with synthetic bodies only (run without --corpus)",
+                None,
+            )
+        )
     ratio = fh_cpu / raw_cpu if raw_cpu else float("inf")
     rows.append(
         (
