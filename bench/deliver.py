@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.deliver_fake import serve
+from bench.passes import gc_like_the_app
 from bot import delivery as delivery_module
 from bot.delivery import ERROR_WINDOW, Deliverer, DeliverySettings, RateLimiter
 from bot.models import Item, WebhookTarget
@@ -422,8 +423,6 @@ async def _feedhook_pass(p: PassParams) -> PassResult:
 
             tick_seconds = DELIVERY_TICK_SECONDS
         _time_renders(store_time)
-        from bench.passes import gc_like_the_app
-
         gc_like_the_app()
         rss_before = _rss_mb()
         if p.trace:

@@ -504,22 +504,18 @@ def stack_floor_pass(params: StackParams) -> PassResult:
 
 
 async def _new_entry_documents(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    urls: Sequence[str],
-    cycle: int,
-    content_types: dict[str, str],
-) -> dict[str, bytes]:
+    session: aiohttp.ClientSession, base_url: str, urls: Sequence[str], cycle: int
+) -> dict[str, tuple[bytes, str]]:
     """Per changed URL, its cycle-``cycle`` document holding only the entries that were not in
-    its cycle ``cycle - 1`` document (prepared outside the measured region)."""
+    its cycle ``cycle - 1`` document, and its Content-Type (prepared outside the measured
+    region)."""
     from bot.sources.split import split_entries
 
     await set_cycle(session, base_url, cycle - 1)
     before = {url: body for url, body, _h in await _fetch_all(session, urls)}
     await set_cycle(session, base_url, cycle)
-    out: dict[str, bytes] = {}
+    out: dict[str, tuple[bytes, str]] = {}
     for url, body, headers in await _fetch_all(session, urls):
-        content_types[url] = headers.get("Content-Type", "application/xml")
         old = split_entries(before[url])
         new = split_entries(body)
         if old is None or new is None:
@@ -527,7 +523,7 @@ async def _new_entry_documents(
         seen = set(old.fingerprints())
         fresh = {i for i, fp in enumerate(new.fingerprints()) if fp not in seen}
         if fresh:
-            out[url] = new.keeping(fresh)
+            out[url] = (new.keeping(fresh), headers.get("Content-Type", "application/xml"))
     return out
 
 
@@ -548,7 +544,6 @@ async def _stack_floor_pass(p: StackParams) -> PassResult:
     api_base = discord.api_base.rstrip("/")
     hooks = dict(zip(changed, discord.hooks, strict=True))
     validators: dict[str, dict[str, str]] = {}
-    content_types: dict[str, str] = {}
     converter = MarkdownConverter()
     meter = Meter(p.trace)
     connector = aiohttp.TCPConnector(limit=p.concurrency)
@@ -583,17 +578,17 @@ async def _stack_floor_pass(p: StackParams) -> PassResult:
             await set_cycle(control, p.base_url, 0)
             await asyncio.gather(*(get(url) for url in urls))  # validators, not measured
             for k in range(1, p.cycles + 1):
-                reduced = await _new_entry_documents(control, p.base_url, changed, k, content_types)
+                reduced = await _new_entry_documents(control, p.base_url, changed, k)
                 # A webhook gets at most 3 posts a cycle: with its 5-per-2-s window clear
                 # at the start of each cycle, the floor never runs into Discord's 429s.
                 await asyncio.sleep(2.1)
                 meter.start()
                 statuses = Counter(status for _u, status in await asyncio.gather(*map(get, urls)))
                 posts = []
-                for url, doc in reduced.items():
+                for url, (doc, content_type) in reduced.items():
                     parsed = feedparser.parse(
                         io.BytesIO(doc),
-                        response_headers={"content-type": content_types[url]},
+                        response_headers={"content-type": content_type},
                         sanitize_html=False,
                         resolve_relative_uris=False,
                     )
