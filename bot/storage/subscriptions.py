@@ -1,0 +1,408 @@
+"""Subscriptions: the ``[[feeds]]`` of the config file, the ones managed from
+Discord, and disabling them when Discord says their webhook or channel is gone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, or_, select, update
+
+from bot.models import SubscriptionView, WebhookTarget
+from bot.storage._common import (
+    MAX_ERROR_TEXT,
+    REMOVED_FROM_CONFIG,
+    outbox,
+    sources,
+    subscriptions,
+)
+from bot.storage.items import FeedMeta, ItemsMixin
+from bot.storage.sources import SourcesMixin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFeed:
+    url: str
+    target: WebhookTarget
+    backfill: int = 0
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+class SubscriptionsMixin(ItemsMixin, SourcesMixin):
+    """Subscription queries; a new one gets its source (``_ensure_source``) and its
+    backfill queued (``_queue_backfill``) in the same transaction."""
+
+    # -- subscriptions from the config file ----------------------------------------
+
+    async def sync_config_feeds(self, feeds: Sequence[ConfigFeed], *, now: datetime) -> None:
+        """Upsert ``[[feeds]]`` by (url, webhook); disable config subscriptions no longer listed."""
+        async with self.db.write() as conn:
+            keep: set[int] = set()
+            for feed in feeds:
+                source_id = await self._ensure_source(conn, feed.url, now)
+                target = feed.target
+                thread = target.thread_id or 0
+                existing = (
+                    await conn.execute(
+                        select(
+                            subscriptions.c.id,
+                            subscriptions.c.enabled,
+                            subscriptions.c.disabled_reason,
+                            subscriptions.c.origin,
+                            subscriptions.c.webhook_token,
+                        ).where(
+                            subscriptions.c.source_id == source_id,
+                            subscriptions.c.webhook_id == target.webhook_id,
+                            subscriptions.c.thread_id == thread,
+                        )
+                    )
+                ).first()
+                if existing is None:
+                    initialized = (
+                        await conn.execute(
+                            select(sources.c.initialized).where(sources.c.id == source_id)
+                        )
+                    ).scalar_one()
+                    result = await conn.execute(
+                        self._insert(subscriptions)
+                        .values(
+                            source_id=source_id,
+                            webhook_id=target.webhook_id,
+                            webhook_token=target.token,
+                            thread_id=thread,
+                            origin="config",
+                            enabled=True,
+                            paused=False,
+                            backfill=feed.backfill,
+                            options=dict(feed.options),
+                            created_at=now,
+                        )
+                        .returning(subscriptions.c.id)
+                    )
+                    sub_id = int(result.scalar_one())
+                    if initialized and feed.backfill:
+                        await self._queue_backfill(conn, source_id, now)
+                    # A new subscription on an idle source should poll now.
+                    await conn.execute(
+                        update(sources)
+                        .where(sources.c.id == source_id, sources.c.next_poll_at > now)
+                        .values(next_poll_at=now)
+                    )
+                else:
+                    sub_id = int(existing[0])
+                    values: dict[str, Any] = {
+                        "webhook_token": target.token,
+                        "options": dict(feed.options),
+                    }
+                    # Back in the file, or a new token for a webhook Discord refused:
+                    # the admin fixed it, so try again.
+                    if not existing[1] and (
+                        existing[2] == REMOVED_FROM_CONFIG or existing[4] != target.token
+                    ):
+                        values.update(enabled=True, disabled_reason=None)
+                    await conn.execute(
+                        update(subscriptions).where(subscriptions.c.id == sub_id).values(**values)
+                    )
+                keep.add(sub_id)
+            stale = select(subscriptions.c.id).where(
+                subscriptions.c.origin == "config", subscriptions.c.enabled.is_(True)
+            )
+            stale_ids = [int(r[0]) for r in await conn.execute(stale) if int(r[0]) not in keep]
+            if stale_ids:
+                await conn.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id.in_(stale_ids))
+                    .values(enabled=False, disabled_reason=REMOVED_FROM_CONFIG)
+                )
+                log.info(
+                    "disabled subscriptions removed from the config file count=%d", len(stale_ids)
+                )
+
+    # -- what Discord's replies to deliveries tell us -------------------------------
+
+    async def disable_webhook(self, webhook_id: int, *, reason: str) -> list[int]:
+        """Disable every subscription posting to ``webhook_id``; their queued rows stay
+        (claimed ones go back to pending) so a re-enabled subscription resumes."""
+        async with self.db.write() as conn:
+            sub_ids = [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.id).where(subscriptions.c.webhook_id == webhook_id)
+                )
+            ]
+            if not sub_ids:
+                return []
+            await conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id.in_(sub_ids), subscriptions.c.enabled.is_(True))
+                .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+            )
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.subscription_id.in_(sub_ids), outbox.c.state == "sending")
+                .values(state="pending", lease_until=None)
+            )
+        return sub_ids
+
+    async def learn_channel(self, subscription_id: int, channel_id: int) -> None:
+        """Remember the channel a webhook posts to (Discord tells us in each reply)."""
+        await self.db.write_one(_LEARN_CHANNEL, {"b_id": subscription_id, "b_channel": channel_id})
+
+    # -- subscriptions managed from Discord ------------------------------------------
+
+    async def guild_subscriptions(
+        self, guild_id: int, *, channel_id: int | None = None, subscription_id: int | None = None
+    ) -> list[SubscriptionView]:
+        last_sent = (
+            select(func.max(outbox.c.sent_at))
+            .where(outbox.c.subscription_id == subscriptions.c.id)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                subscriptions.c.id,
+                subscriptions.c.guild_id,
+                subscriptions.c.channel_id,
+                subscriptions.c.thread_id,
+                subscriptions.c.webhook_id,
+                sources.c.url,
+                sources.c.title,
+                subscriptions.c.enabled,
+                subscriptions.c.paused,
+                subscriptions.c.disabled_reason,
+                sources.c.consecutive_failures,
+                sources.c.failing_since,
+                sources.c.last_error,
+                sources.c.newest_item_at,
+                last_sent,
+            )
+            .join(sources, sources.c.id == subscriptions.c.source_id)
+            .where(subscriptions.c.guild_id == guild_id)
+            .order_by(subscriptions.c.id)
+        )
+        if channel_id is not None:
+            stmt = stmt.where(
+                or_(
+                    subscriptions.c.channel_id == channel_id,
+                    subscriptions.c.thread_id == channel_id,
+                )
+            )
+        if subscription_id is not None:
+            stmt = stmt.where(subscriptions.c.id == subscription_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            SubscriptionView(
+                id=int(r[0]),
+                guild_id=r[1],
+                channel_id=r[2],
+                thread_id=int(r[3]) or None,
+                webhook_id=int(r[4]),
+                source_url=r[5],
+                source_title=r[6],
+                enabled=bool(r[7]),
+                paused=bool(r[8]),
+                disabled_reason=r[9],
+                consecutive_failures=int(r[10]),
+                failing_since=r[11],
+                last_error=r[12],
+                newest_item_at=r[13],
+                last_delivery_at=r[14],
+            )
+            for r in rows
+        ]
+
+    async def guild_subscription_count(self, guild_id: int) -> int:
+        async with self.db.read() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(subscriptions.c.guild_id == guild_id)
+                    )
+                ).scalar_one()
+            )
+
+    async def create_subscription(
+        self,
+        *,
+        source_url: str,
+        guild_id: int,
+        channel_id: int,
+        target: WebhookTarget,
+        backfill: int,
+        options: Mapping[str, object],
+        min_interval: float,
+        now: datetime,
+        meta: FeedMeta | None = None,
+    ) -> int | None:
+        """A subscription made from Discord; None when this channel already has the source."""
+        async with self.db.write() as conn:
+            source_id = await self._ensure_source(conn, source_url, now)
+            if meta is not None:
+                # The command just read the feed: show its title before the first poll.
+                await conn.execute(
+                    update(sources)
+                    .where(sources.c.id == source_id, sources.c.title.is_(None))
+                    .values(
+                        title=meta.title,
+                        site_link=meta.site_link,
+                        icon_url=meta.icon_url,
+                        kind=meta.kind,
+                    )
+                )
+            thread = target.thread_id or 0
+            duplicate = (
+                await conn.execute(
+                    select(subscriptions.c.id).where(
+                        subscriptions.c.source_id == source_id,
+                        subscriptions.c.guild_id == guild_id,
+                        subscriptions.c.channel_id == channel_id,
+                        subscriptions.c.thread_id == thread,
+                    )
+                )
+            ).first()
+            if duplicate is not None:
+                return None
+            # Sources added from Discord never poll more often than min_interval.
+            await conn.execute(
+                update(sources)
+                .where(
+                    sources.c.id == source_id,
+                    or_(
+                        sources.c.interval_seconds.is_(None),
+                        sources.c.interval_seconds < int(min_interval),
+                    ),
+                )
+                .values(interval_seconds=int(min_interval))
+            )
+            result = await conn.execute(
+                self._insert(subscriptions)
+                .values(
+                    source_id=source_id,
+                    webhook_id=target.webhook_id,
+                    webhook_token=target.token,
+                    thread_id=thread,
+                    guild_id=guild_id,
+                    channel_id=channel_id,
+                    origin="discord",
+                    enabled=True,
+                    paused=False,
+                    backfill=backfill,
+                    options=dict(options),
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["source_id", "webhook_id", "thread_id"])
+                .returning(subscriptions.c.id)
+            )
+            sub_id = result.scalar_one_or_none()
+            if sub_id is None:
+                return None
+            initialized = (
+                await conn.execute(select(sources.c.initialized).where(sources.c.id == source_id))
+            ).scalar_one()
+            if initialized and backfill:
+                await self._queue_backfill(conn, source_id, now)
+            await conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id, sources.c.next_poll_at > now)
+                .values(next_poll_at=now)
+            )
+        return int(sub_id)
+
+    async def guild_subscription(
+        self, guild_id: int, subscription_id: int
+    ) -> SubscriptionView | None:
+        found = await self.guild_subscriptions(guild_id, subscription_id=subscription_id)
+        return found[0] if found else None
+
+    async def set_paused(self, guild_id: int, subscription_id: int, *, paused: bool) -> bool:
+        result = await self.db.write_one(
+            update(subscriptions)
+            .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
+            .values(paused=paused)
+        )
+        return bool(result.rowcount)
+
+    async def delete_subscription(self, guild_id: int, subscription_id: int) -> bool:
+        # Its queued deliveries go with it (ON DELETE CASCADE).
+        result = await self.db.write_one(
+            delete(subscriptions).where(
+                subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id
+            )
+        )
+        return bool(result.rowcount)
+
+    async def disable_where(
+        self, *, reason: str, guild_id: int | None = None, channel_id: int | None = None
+    ) -> list[int]:
+        """Disable the subscriptions of a deleted channel or a guild the bot left."""
+        cond = []
+        if guild_id is not None:
+            cond.append(subscriptions.c.guild_id == guild_id)
+        if channel_id is not None:
+            cond.append(
+                or_(
+                    subscriptions.c.channel_id == channel_id,
+                    subscriptions.c.thread_id == channel_id,
+                )
+            )
+        if not cond:
+            return []
+        async with self.db.write() as conn:
+            ids = [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.id).where(*cond, subscriptions.c.enabled.is_(True))
+                )
+            ]
+            if ids:
+                await conn.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id.in_(ids))
+                    .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+                )
+        return ids
+
+    async def channel_webhook_ids(self, channel_id: int) -> list[int]:
+        async with self.db.read() as conn:
+            return [
+                int(r[0])
+                for r in await conn.execute(
+                    select(subscriptions.c.webhook_id)
+                    .where(
+                        subscriptions.c.channel_id == channel_id, subscriptions.c.enabled.is_(True)
+                    )
+                    .distinct()
+                )
+            ]
+
+    # -- reporting -----------------------------------------------------------------
+
+    async def subscriptions_summary(self) -> list[dict[str, Any]]:
+        """Every subscription's state, for status output and tests."""
+        stmt = select(
+            subscriptions.c.id,
+            subscriptions.c.source_id,
+            subscriptions.c.webhook_id,
+            subscriptions.c.channel_id,
+            subscriptions.c.enabled,
+            subscriptions.c.paused,
+            subscriptions.c.disabled_reason,
+        ).order_by(subscriptions.c.id)
+        async with self.db.read() as conn:
+            return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+
+# -- statements built once (why: see _common.py) ---------------------------------------
+
+
+_LEARN_CHANNEL = (
+    update(subscriptions)
+    .where(subscriptions.c.id == bindparam("b_id"), subscriptions.c.channel_id.is_(None))
+    .values(channel_id=bindparam("b_channel"))
+)
