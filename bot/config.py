@@ -6,12 +6,14 @@ line naming the key and what was expected; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -268,19 +270,110 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    key = _format_location(tuple(error["loc"])) or "(top level)"
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: itself, or the item of a tuple/list/union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (model := _model_in(arg)) is not None:
+            return model
+    return None
+
+
+def _table_at(
+    loc: tuple[int | str, ...], data: Any
+) -> tuple[type[BaseModel] | None, Mapping[str, Any]]:
+    """The model and the raw table at ``loc``, both walked from :class:`Config`."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if isinstance(part, int):
+            # An item of tuple[FeedEntry, ...]: the field's step already found its model.
+            in_range = isinstance(data, list | tuple) and 0 <= part < len(data)
+            data = data[part] if in_range else None
+        else:
+            field = model.model_fields.get(part) if model is not None else None
+            model = _model_in(field.annotation) if field is not None else None
+            data = data.get(part) if isinstance(data, Mapping) else None
+    return model, data if isinstance(data, Mapping) else {}
+
+
+def _closest_key(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str | None:
+    """The known key of the same table nearest to the unknown ``loc[-1]``, if one is near."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    model, table = _table_at(loc[:-1], data)
+    if model is None:
+        return None
+    # A key the table already sets is no fix for a typo: renaming would duplicate it.
+    known = {name.lower(): name for name in model.model_fields if name not in table}
+    matches = difflib.get_close_matches(loc[-1].lower(), list(known), n=1, cutoff=0.6)
+    return known[matches[0]] if matches else None
+
+
+_WEBHOOK_PATH = re.compile(r"/webhooks?/", re.IGNORECASE)
+
+
+def _looks_like_webhook(value: object) -> bool:
+    return isinstance(value, str) and bool(_WEBHOOK_PATH.search(value))
+
+
+def _shown_url(url: str) -> str | None:
+    """A [[feeds]] url fit to print: no password, never a webhook (its token), not huge."""
+    url = url.strip()
+    if not url or _looks_like_webhook(url):
+        return None
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            url = parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    except ValueError:
+        pass
+    if len(url) > 200:
+        url = url[:197] + "..."
+    return json.dumps(url, ensure_ascii=False)
+
+
+def _feed_entry(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """', in the [[feeds]] entry with url "..."' for an error inside one, else ''."""
+    if len(loc) < 2 or loc[0] != "feeds" or not isinstance(loc[1], int):
+        return ""
+    _, entry = _table_at(loc[:2], data)
+    url = entry.get("url")
+    shown = _shown_url(url) if isinstance(url, str) else None
+    return f" in the [[feeds]] entry with url {shown}" if shown else ""
+
+
+def _describe(error: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> str:
+    """One error as a clause naming its key; ``data`` (the raw input) adds hints."""
+    data = {} if data is None else data
+    loc = tuple(error["loc"])
+    key = _format_location(loc) or "(top level)"
+    entry = _feed_entry(loc, data)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {key!r}; check the spelling against config.example.toml"
+        closest = _closest_key(loc, data)
+        advice = (
+            f"did you mean {closest!r}?"
+            if closest
+            else "check the spelling against config.example.toml"
+        )
+        return f"unknown key {key!r}{entry}; {advice}"
     if kind == "missing":
-        return f"{key}: required but missing"
+        return f"{key}: required but missing{entry and ','}{entry}"
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "", 1)
     got = error.get("input")
-    shown = "" if key.endswith(("token", "webhook")) or isinstance(got, dict) else f" (got {got!r})"
+    hidden = key.endswith(("token", "webhook")) or isinstance(got, dict) or _looks_like_webhook(got)
+    shown = "" if hidden else f" (got {got!r})"
     if not message.startswith("expected "):  # validators that say it themselves
         message = f"expected {message}"
-    return f"{key}: {message}{shown}"
+    return f"{key}: {message}{shown}{entry and ','}{entry}"
+
+
+def _first_problem(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The error to show: an unknown key first, as it is often the cause of the others
+    (a misspelt required key is also a missing one)."""
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -316,7 +409,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     except FeedSourceError as exc:
         raise ConfigError(f"config error in {source}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = len(exc.errors()) - 1
+        errors = exc.errors()
+        more = len(errors) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"config error in {source}: {_describe(first)}{suffix}") from None
+        shown = _describe(_first_problem(errors), data)
+        raise ConfigError(f"config error in {source}: {shown}{suffix}") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import main
 from bot.config import Config, ConfigError, load_config, parse_duration
 from bot.webhooks import WebhookURLError, execute_url, parse_webhook_url
 
@@ -152,8 +153,150 @@ def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"feedhook: config error in {path}: unknown key 'polling.intervall'; "
-        "check the spelling against config.example.toml"
+        "did you mean 'interval'?"
     ]
+
+
+ISSUE_17_FEED = f"""
+[[feeds]]
+url = "https://example.com/feed.xml"
+webhok = "{HOOK}"
+"""
+ISSUE_17_LINE = (
+    "unknown key 'feeds[0].webhok' in the [[feeds]] entry with url "
+    "\"https://example.com/feed.xml\"; did you mean 'webhook'? (and 1 more problem)"
+)
+
+
+def test_a_misspelt_feed_key_is_reported_before_the_missing_one(tmp_path: Path) -> None:
+    path = write(tmp_path, ISSUE_17_FEED)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"config error in {path}: {ISSUE_17_LINE}"
+    assert "required but missing" not in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_the_cli_names_a_misspelt_feed_key_its_entry_and_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, ISSUE_17_FEED)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "check", "--config", str(path), "https://example.com/f"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"feedhook: config error in {path}: {ISSUE_17_LINE}"]
+    assert "s3cr3t" not in proc.stderr
+    assert "123456789012345678" not in proc.stderr
+
+
+def test_cli_main_reports_the_unknown_key_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two problems in the entry and one elsewhere: the unknown key still comes first.
+    path = write(tmp_path, '[polling]\ninterval = "soon"\n' + ISSUE_17_FEED)
+    assert main(["status", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"feedhook: config error in {path}: unknown key 'feeds[0].webhok' ")
+    assert "did you mean 'webhook'?" in err
+    assert err.endswith("(and 2 more problems)\n")
+    assert "s3cr3t" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "closest"),
+    [
+        ('[polling]\nintervall = "5m"\n', "polling.intervall", "interval"),
+        ("[pollng]\n", "pollng", "polling"),
+        ('[polling2]\ninterval = "5m"\n', "polling2", "polling"),
+        ('[logging]\nLevel = "debug"\n', "logging.Level", "level"),
+        ("[delivery]\nglobal_rat = 10\n", "delivery.global_rat", "global_rate"),
+        ("[sources.x]\nbrigdes = []\n", "sources.x.brigdes", "bridges"),
+        (
+            '[sources.bluesky]\napi_bse = "https://b.example"\n',
+            "sources.bluesky.api_bse",
+            "api_base",
+        ),
+        ("[sourcs.x]\n", "sourcs", "sources"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_key_of_its_table(
+    tmp_path: Path, text: str, key: str, closest: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert str(info.value).endswith(f"unknown key {key!r}; did you mean {closest!r}?")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[delivery]\nzzqx = 1\n",
+        "[zzqx]\n",
+        # the close key is set already: renaming the typo would not fix anything
+        f'[[feeds]]\nurl = "https://example.com/f"\nwebhook = "{HOOK}"\nwebhok = "x"\n',
+    ],
+)
+def test_an_unknown_key_without_a_close_match_keeps_the_advice(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert message.endswith("; check the spelling against config.example.toml")
+    assert "did you mean" not in message
+    assert "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (f'webhook = "{HOOK}"\nbackfill = 99', "feeds[1].backfill: expected less than or equal"),
+        (f'webhook = "{HOOK}"\nstyle = "fancy"', "feeds[1].style: expected 'embed' or 'text'"),
+        ('webhook = "https://evil.example/api/webhooks/1/s3cr3t"', "feeds[1].webhook: expected"),
+        ("", "feeds[1].webhook: required but missing, "),
+    ],
+)
+def test_an_error_in_a_feed_entry_names_it_by_index_and_url(
+    tmp_path: Path, entry: str, expected: str
+) -> None:
+    text = (
+        f'[[feeds]]\nurl = "https://example.com/a"\nwebhook = "{HOOK}"\n'
+        f'[[feeds]]\nurl = "https://example.com/b"\n{entry}\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert expected in message
+    assert message.endswith(', in the [[feeds]] entry with url "https://example.com/b"')
+    assert "s3cr3t" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        HOOK,  # url and webhook swapped: the url is a webhook, its token stays hidden
+        "",
+    ],
+)
+def test_a_feed_entry_whose_url_cannot_be_shown_is_named_by_index(tmp_path: Path, url: str) -> None:
+    text = f'[[feeds]]\nurl = "{url}"\nwebhok = "https://example.com/feed.xml"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert ": unknown key 'feeds[0].webhok'; did you mean 'webhook'?" in message
+    assert "in the [[feeds]] entry" not in message
+    assert "s3cr3t" not in message
+
+
+def test_a_feed_url_password_is_not_shown(tmp_path: Path) -> None:
+    text = '[[feeds]]\nurl = "https://me:hunter2@example.com/private.xml"\nwebhok = "x"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert 'with url "https://me:***@example.com/private.xml"' in str(info.value)
+    assert "hunter2" not in str(info.value)
 
 
 def test_example_config_is_valid_and_lists_every_key(tmp_path: Path) -> None:
