@@ -20,7 +20,8 @@ from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.services import FeedService, ServiceSettings
 from bot.sources.resolve import SourceResolver
 from bot.staleness import WINDOW, StaleWatch
-from bot.storage.db import Database
+from bot.storage.db import Database, DatabaseError
+from bot.storage.filelock import DatabaseFileLock, sqlite_path
 from bot.storage.store import ConfigFeed, Store
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 MAX_TICK_SECONDS = 5.0
 DELIVERY_TICK_SECONDS = 0.5
 STALE_CHECK_SECONDS = 600.0
+# How often a relay on SQLite checks that its database file is still there.
+DATABASE_FILE_CHECK_SECONDS = 2.0
 STOP_TIMEOUT = 8.0
 
 
@@ -153,11 +156,25 @@ class App:
         self.stale_watch = StaleWatch()
         self.bot: FeedhookBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
+        database_file = sqlite_path(config.database.url)
+        self.file_lock = DatabaseFileLock(database_file) if database_file else None
+        # Set when the relay must stop on its own (its database file vanished);
+        # run_until_signalled then stops and raises it.
+        self.fatal: str | None = None
+        self._stop_requested = asyncio.Event()
+        self._started = False
 
     async def start(self, *, settle: bool = False) -> None:
         """Open everything and start the timers; ``settle`` (``feedhook run``) tunes
-        the garbage collector first (:func:`settle_heap`), before any poll runs."""
+        the garbage collector first (:func:`settle_heap`), before any poll runs.
+
+        On SQLite it first takes the database file's lock (one relay per file) and
+        raises :class:`DatabaseError` naming the process that holds it."""
+        if self.file_lock is not None:
+            self.file_lock.acquire()
         await self.db.upgrade()
+        if self.file_lock is not None:
+            self.file_lock.remember_database()
         if self.db.dialect == "sqlite":
             # One process per SQLite file: claims still set were left by a crash.
             released = await self.store.release_claims()
@@ -204,11 +221,22 @@ class App:
             coalesce=True,
             misfire_grace_time=None,
         )
+        if self.file_lock is not None:
+            self.scheduler.add_job(
+                self.check_database_file,
+                "interval",
+                seconds=DATABASE_FILE_CHECK_SECONDS,
+                id="database-file-check",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         if settle:
             settle_heap()
         self.scheduler.start()
         if self.config.discord.token:
             await self._start_bot()
+        self._started = True
         log.info("feedhook started version=%s feeds=%d", __version__, len(self.config.feeds))
         if not self.config.feeds and not self.config.discord.token:
             log.warning(
@@ -251,6 +279,19 @@ class App:
             return set()
         return self.stale_watch.update(health, times, self.clock())
 
+    def check_database_file(self) -> None:
+        """Stop the relay when its SQLite file was removed or replaced under it."""
+        assert self.file_lock is not None
+        reason = self.file_lock.database_gone()
+        if reason is None or self.fatal is not None:
+            return
+        # One line, printed by the CLI as the run ends (a log line as well would say it twice).
+        self.fatal = (
+            f"{reason}; stopped so that nothing is posted twice: restore the file and start "
+            "again, or start afresh (a new database counts what feeds show now as seen)"
+        )
+        self._stop_requested.set()
+
     async def stop(self) -> None:
         if self.bot is not None:
             await self.bot.close()
@@ -267,11 +308,14 @@ class App:
         await self.fetcher.close()
         await self.deliverer.close()
         await self.db.dispose()
-        log.info("feedhook stopped")
+        if self.file_lock is not None:
+            self.file_lock.release()
+        if self._started:  # a start that failed says why in its own line
+            log.info("feedhook stopped")
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop_requested
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
@@ -285,3 +329,5 @@ class App:
         finally:
             log.info("stopping")
             await asyncio.wait_for(self.stop(), timeout=STOP_TIMEOUT)
+        if self.fatal is not None:
+            raise DatabaseError(self.fatal)
