@@ -21,7 +21,7 @@ from bot.app import App, BotError, net_settings, source_resolver
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
 from bot.logs import setup_logging
-from bot.models import Item
+from bot.models import Item, SourceHealth, SubscriptionState
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
 from bot.render import render_item
@@ -30,7 +30,8 @@ from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
-from bot.storage.store import Store
+from bot.storage.filelock import running_relay, sqlite_path
+from bot.storage.store import REMOVED_FROM_CONFIG, Store
 
 log = logging.getLogger("feedhook")
 
@@ -197,6 +198,55 @@ def require_sqlite_file(url: str) -> None:
         )
 
 
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str:
+    """When the source is polled next, as it really is: a source nobody subscribes
+    to is never polled, and nothing is polled while feedhook is stopped."""
+    if source.subscriptions == 0:
+        return "not polled: no active subscription"
+    wait = 0 if source.next_poll_at is None else (source.next_poll_at - now).total_seconds()
+    when = f"due in {_span(int(wait))}" if wait >= 1 else "due now"
+    if running is False:
+        return f"next poll {when} (feedhook is not running)"
+    return f"next poll {when}"
+
+
+def _subscription_advice(sub: SubscriptionState) -> str:
+    """What an operator does about a subscription that is not posting."""
+    if sub.paused and sub.enabled:
+        return "resume it with /feed resume in Discord"
+    if sub.disabled_reason == REMOVED_FROM_CONFIG:
+        return "add its [[feeds]] entry back to the config file to post again"
+    if sub.origin == "config":
+        return (
+            "put a working webhook URL in its [[feeds]] entry of the config file and "
+            "restart feedhook"
+        )
+    return "remove it with /feed remove and add it again with /feed add in Discord"
+
+
+def _subscription_line(sub: SubscriptionState, now: datetime) -> str:
+    if sub.origin == "config":
+        where = f"webhook {sub.webhook_id}, from the config file"
+    elif sub.channel_id is not None:
+        where = f"channel {sub.thread_id or sub.channel_id} in server {sub.guild_id}, from /feed"
+    else:
+        where = f"webhook {sub.webhook_id}, from /feed"
+    if not sub.enabled:
+        since = f" since {_ago(sub.disabled_at, now)}" if sub.disabled_at else ""
+        reason = sub.disabled_reason or "no reason recorded"
+        state = f"DISABLED{since}: {reason}"
+    else:
+        since = f" since {_ago(sub.paused_at, now)}" if sub.paused_at else ""
+        state = f"PAUSED{since}"
+    return (
+        f"  subscription {sub.id} ({where}) {state}\n    what to do: {_subscription_advice(sub)}\n"
+    )
+
+
 async def print_status(config: Config, *, out: TextIO) -> None:
     db = Database(config.database.url)
     try:
@@ -207,39 +257,67 @@ async def print_status(config: Config, *, out: TextIO) -> None:
             )
         store = Store(db)
         health = await store.source_health()
+        states = await store.subscription_states()
         counts = await store.counts()
         times = await store.recent_item_times(per_source=WINDOW)
     finally:
         await db.dispose()
     now = datetime.now(UTC)
+    database_file = sqlite_path(config.database.url)
+    # SQLite: the run's file lock says whether one runs. PostgreSQL: unknown here.
+    holder = running_relay(database_file) if database_file else None
+    running = (holder is not None) if database_file else None
     health = with_stale(health, times, now)
+    by_source: dict[int, list[SubscriptionState]] = {}
+    for sub in states:
+        by_source.setdefault(sub.source_id, []).append(sub)
     queued = counts.get("outbox_pending", 0)
     stale = sum(source.stale for source in health)
     out.write(
-        f"{len(health)} sources{f' ({stale} stale)' if stale else ''}, {counts['items']} items "
-        f"seen, {queued} deliveries queued\n"
+        f"{_plural(len(health), 'source')}{f' ({stale} stale)' if stale else ''}, "
+        f"{_plural(counts['items'], 'item')} seen, "
+        f"{_plural(queued, 'delivery', 'deliveries')} queued\n"
     )
+    if running is not None:
+        out.write(f"feedhook run: {'running, ' + holder if holder else 'not running'}\n")
     for source in health:
-        state = (
-            "ok"
-            if source.consecutive_failures == 0
-            else (f"FAILING x{source.consecutive_failures} since {_ago(source.failing_since, now)}")
-        )
+        subs = by_source.get(source.source_id, [])
         if source.last_polled_at is None:
             state = "not polled yet"
+        elif source.consecutive_failures == 0:
+            state = "ok"
+        else:
+            state = (
+                f"FAILING x{source.consecutive_failures} since {_ago(source.failing_since, now)}"
+            )
+        active = sum(sub.active for sub in subs)
+        paused = sum(sub.enabled and sub.paused for sub in subs)
+        disabled = sum(not sub.enabled for sub in subs)
+        tally = ", ".join(
+            part
+            for part in (
+                _plural(active, "active subscription"),
+                f"{paused} paused" if paused else "",
+                f"{disabled} disabled" if disabled else "",
+            )
+            if part
+        )
         out.write(f"\n[{source.source_id}] {source.title or source.url}\n")
         out.write(f"  url: {source.url}\n")
         out.write(
             f"  {state}; last success {_ago(source.last_success_at, now)}; "
             f"newest item {_ago(source.newest_item_at, now)}; "
-            f"next poll {_ago(source.next_poll_at, now)}; "
-            f"{source.subscriptions} active subscription(s)\n"
+            f"{_next_poll(source, running, now)}; {tally}\n"
         )
         if source.last_error:
             out.write(f"  last error: {source.last_error}\n")
         if source.stale:
             newest = max(times[source.source_id])
-            out.write(f"  STALE: {stale_message(source.title or source.url, newest, now)}\n")
+            label = source.title or source.url
+            out.write(f"  STALE: {stale_message(label, source.url, newest, now)}\n")
+        for sub in subs:
+            if not sub.active:
+                out.write(_subscription_line(sub, now))
 
 
 # -- db ------------------------------------------------------------------------

@@ -467,6 +467,16 @@ class Deliverer:
             ids = [r.id for r in rows]
             if result.kind == "sent":
                 await self._sent.submit(SentMark(tuple(ids), result.message_id, self.clock()))
+                for row in rows:
+                    # Where to look when someone asks "why did this not show up?"; the
+                    # source's URL names it (the webhook's token never reaches a log).
+                    log.info(
+                        "posted url=%s link=%s subscription=%d message=%s",
+                        job.source_url,
+                        row.item.link or row.item.key,
+                        job.subscription_id,
+                        result.message_id,
+                    )
                 self.stats.sent_messages += 1
                 self.stats.sent_items += len(rows)
                 if result.channel_id and job.channel_id is None and not job.target.thread_id:
@@ -491,7 +501,7 @@ class Deliverer:
             elif result.kind in ("gone", "forbidden"):
                 self._dead_webhooks[(job.target.webhook_id, job.target.token)] = result.error
                 disabled = await self.store.disable_webhook(
-                    job.target.webhook_id, reason=result.error
+                    job.target.webhook_id, reason=result.error, now=self.clock()
                 )
                 log.warning(
                     "webhook disabled webhook=%d subscriptions=%s reason=%s",

@@ -130,5 +130,28 @@ class SubscriptionView:
         return self.source_title or self.source_url
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """Where a subscription posts and whether it runs, for ``feedhook status``."""
+
+    id: int
+    source_id: int
+    origin: str  # "config" ([[feeds]]) or "discord" (/feed add)
+    webhook_id: int
+    thread_id: int | None
+    guild_id: int | None
+    channel_id: int | None
+    enabled: bool
+    paused: bool
+    disabled_reason: str | None
+    # since when; None while running, and for rows disabled before this was recorded
+    disabled_at: datetime | None
+    paused_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.paused
+
+
 class SendError(Exception):
     """A message could not be posted now; ``str(e)`` says why, for a person."""

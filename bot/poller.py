@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -211,6 +212,13 @@ class PollResult:
     error: str | None = None
 
 
+def _first_poll_note(queued: int) -> str:
+    """Why a new source's first poll posts (almost) nothing: said where people look."""
+    if queued:
+        return f" (first poll: the newest {queued} go out as backfill, the rest count as seen)"
+    return " (first poll: what the source has now counts as seen; later items are posted)"
+
+
 class Poller:
     def __init__(
         self,
@@ -315,7 +323,7 @@ class Poller:
         try:
             result = await self.poll_source(source)
         except Exception as exc:  # a bug must not kill the poller: log and back off
-            log.exception("poll crashed source=%d url=%s", source.id, source.url)
+            log.exception("poll crashed url=%s source=%d", source.url, source.id)
             result = await self._failed(source, f"internal error: {type(exc).__name__}", None)
         if len(self._outcomes) >= self.settings.outcome_batch:
             await self.flush()
@@ -340,7 +348,7 @@ class Poller:
         result = fetched.result
         if fetched.moved_to and await self.store.move_source(source.id, fetched.moved_to):
             log.info(
-                "source moved source=%d from=%s to=%s", source.id, source.url, fetched.moved_to
+                "source moved from=%s to=%s source=%d", source.url, fetched.moved_to, source.id
             )
         next_at = self._next_poll(source, 0, None, result.max_age)
         if result.status == 304:
@@ -433,9 +441,9 @@ class Poller:
         )
         if not first_poll and recorded.chosen > cap:
             log.warning(
-                "flood cap source=%d url=%s new=%d posting=%d reason=%s",
-                source.id,
+                "flood cap url=%s source=%d new=%d posting=%d reason=%s",
                 source.url,
+                source.id,
                 recorded.chosen,
                 cap,
                 "more new items than polling.max_new_per_poll; the publisher may have "
@@ -443,11 +451,14 @@ class Poller:
             )
         if recorded.new_items:
             log.info(
-                "new items source=%d new=%d queued=%d first_poll=%s",
+                "new items url=%s title=%s source=%d new=%d queued=%d first_poll=%s%s",
+                source.url,
+                json.dumps(info.title, ensure_ascii=False),
                 source.id,
                 recorded.new_items,
                 recorded.queued,
                 first_poll,
+                _first_poll_note(recorded.queued) if first_poll else "",
             )
         status: Literal["new", "unchanged"] = "new" if recorded.new_items else "unchanged"
         return PollResult(source.id, source.url, status, recorded.new_items, recorded.queued)
@@ -457,9 +468,9 @@ class Poller:
         next_at = self._next_poll(source, failures, retry_after, None)
         self._outcomes.append(PollOutcome(source.id, self.clock(), next_at, ok=False, error=error))
         log.warning(
-            "poll failed source=%d url=%s failures=%d next_in=%ds error=%s",
-            source.id,
+            "poll failed url=%s source=%d failures=%d next_in=%ds error=%s",
             source.url,
+            source.id,
             failures,
             (next_at - self.clock()).total_seconds(),
             error,

@@ -239,7 +239,7 @@ class FeedService:
                 f"**{view.label}** is disabled: {view.disabled_reason}. "
                 "Remove it and add it again to start over."
             )
-        await self.store.set_paused(guild_id, view.id, paused=paused)
+        await self.store.set_paused(guild_id, view.id, paused=paused, now=self.clock())
         return view
 
     async def send_test(self, guild_id: int, subscription: str) -> SubscriptionView:
@@ -292,12 +292,12 @@ class FeedService:
 
     async def channel_deleted(self, channel_id: int) -> list[int]:
         return await self.store.disable_where(
-            reason="the channel was deleted", channel_id=channel_id
+            reason="the channel was deleted", channel_id=channel_id, now=self.clock()
         )
 
     async def guild_left(self, guild_id: int) -> list[int]:
         return await self.store.disable_where(
-            reason="the bot was removed from the server", guild_id=guild_id
+            reason="the bot was removed from the server", guild_id=guild_id, now=self.clock()
         )
 
     async def webhooks_changed(self, channel_id: int, existing: set[int]) -> list[int]:
@@ -309,5 +309,6 @@ class FeedService:
                     webhook_id,
                     reason="its webhook was deleted in the channel settings; "
                     "remove the subscription and add it again",
+                    now=self.clock(),
                 )
         return gone

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from bot.models import SourceHealth
+from bot.sources.forms import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,20 @@ GAP_FACTOR: Final = 10
 WINDOW: Final = 20
 MIN_TIMES: Final = 3
 
-ADVICE: Final = "its bridge may be serving old content; try another bridge or check the site"
+# What to do, by the source's kind: only an X account is read through a bridge that
+# may serve a cached page; a plain feed going quiet is its site's doing.
+_ADVICE: Final = {
+    "x": "its bridge may be serving old content; try another bridge or check the account",
+    "bluesky": "the account may have stopped posting or moved; check its profile",
+    "mastodon": "the account may have stopped posting or moved; check its profile",
+    "youtube": "the channel may have stopped publishing; check it on YouTube",
+}
+_FEED_ADVICE: Final = "the site may have stopped publishing or moved its feed; check the site"
+
+
+def stale_advice(source_url: str) -> str:
+    """What to do about a stale source, for its kind (read from its canonical URL)."""
+    return _ADVICE.get(kind_of(source_url).kind, _FEED_ADVICE)
 
 
 def stale_threshold(times: Sequence[datetime]) -> timedelta | None:
@@ -61,13 +75,16 @@ def is_stale(times: Sequence[datetime], now: datetime) -> bool:
     return now - max(times) > threshold
 
 
-def stale_message(label: str, newest: datetime | None, now: datetime) -> str:
+def stale_message(label: str, source_url: str, newest: datetime | None, now: datetime) -> str:
     """One sentence for operators and admins: what is wrong and what to do."""
     age = ""
     if newest is not None:
         days = max(0, (now - newest).days)
         age = f" (newest item {days} day{'s' if days != 1 else ''} old)"
-    return f"{label} has brought nothing new for much longer than usual{age}: {ADVICE}."
+    return (
+        f"{label} has brought nothing new for much longer than usual{age}: "
+        f"{stale_advice(source_url)}."
+    )
 
 
 def with_stale(
@@ -106,6 +123,6 @@ class StaleWatch:
                     "source turned stale source=%d url=%s: %s",
                     source.source_id,
                     source.url,
-                    stale_message(source.title or source.url, newest, now),
+                    stale_message(source.title or source.url, source.url, newest, now),
                 )
         return turned

@@ -225,15 +225,15 @@ async def test_stale_sources_are_flagged_in_list_and_status(world: World) -> Non
     stale_line, fresh_line = listing.splitlines()
     assert "**Frozen Bridge**" in stale_line
     assert "⚠️ stale: nothing new since <t:" in stale_line
-    assert "its bridge may be serving old content; try another bridge or check the site" in (
-        stale_line
-    )
+    # a plain feed: its site's doing, not a bridge's (issue 17)
+    assert "the site may have stopped publishing or moved its feed; check the site" in stale_line
+    assert "bridge" not in stale_line
     assert "**Live Feed**" in fresh_line
     assert "· ok, last post" in fresh_line
     status = await world.run("status")
     assert status.startswith("**2** subscriptions: 2 ok (1 stale),")
     assert "**Stale** (polls work, but nothing new for much longer than usual)" in status
-    assert "try another bridge or check the site" in status
+    assert "moved its feed; check the site" in status
     assert status.count("Frozen Bridge") == 1
     assert "Live Feed" not in status
     # the app's periodic check logs it once for operators

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bot.storage.db import head_revision
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_services import Account, FakeServices, Tweet
@@ -150,12 +151,17 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
     assert code == 1
     assert f"no database at {tmp_path / 'feedhook.db'}; run `feedhook run`" in err
     assert not (tmp_path / "feedhook.db").exists()
+    head = head_revision()
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database upgraded from empty to 0003")
+    assert (code, out.strip()) == (0, f"database upgraded from empty to {head}")
     code, out, _ = await feedhook("db", "upgrade", "--config", str(config))
-    assert (code, out.strip()) == (0, "database already at revision 0003")
+    assert (code, out.strip()) == (0, f"database already at revision {head}")
     code, out, _ = await feedhook("status", "--config", str(config))
-    assert (code, out.strip()) == (0, "0 sources, 0 items seen, 0 deliveries queued")
+    assert code == 0
+    assert out.splitlines() == [
+        "0 sources, 0 items seen, 0 deliveries queued",
+        "feedhook run: not running",
+    ]
 
 
 # -- run -----------------------------------------------------------------------------
@@ -210,7 +216,9 @@ async def test_run_polls_and_stops_cleanly_on_sigterm(
     assert "feedhook stopped" in err.decode()
     code, out, _ = await feedhook("status", "--config", str(config))
     assert code == 0
-    assert "1 sources, 2 items seen, 1 deliveries queued" in out
+    assert "1 source, 2 items seen, 1 delivery queued" in out
+    assert "feedhook run: not running" in out
+    assert "(feedhook is not running); 1 active subscription\n" in out
     assert "Test feed" in out
     assert "ok;" in out
 

@@ -19,10 +19,10 @@ from bot.discord.replies import describe, status_lines
 from bot.models import Item, SourceHealth, SubscriptionView, WebhookTarget
 from bot.services import GuildStatus
 from bot.staleness import (
-    ADVICE,
     MIN_AGE,
     StaleWatch,
     is_stale,
+    stale_advice,
     stale_message,
     stale_threshold,
     with_stale,
@@ -113,11 +113,30 @@ def test_stale_properties(times: list[datetime], later: timedelta) -> None:
 
 
 def test_message_says_what_to_do() -> None:
-    text = stale_message("Some Bridge", NOW - 12 * DAY, NOW)
-    assert text.startswith("Some Bridge has brought nothing new for much longer than usual")
+    text = stale_message("Some Account", "https://x.com/someone", NOW - 12 * DAY, NOW)
+    assert text.startswith("Some Account has brought nothing new for much longer than usual")
     assert "(newest item 12 days old)" in text
-    assert text.endswith(f"{ADVICE}.")
-    assert "try another bridge or check the site" in text
+    assert text.endswith("try another bridge or check the account.")
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        ("https://x.com/someone", "its bridge may be serving old content; try another bridge"),
+        ("https://blog.example/atom.xml", "the site may have stopped publishing or moved its feed"),
+        (
+            "https://www.youtube.com/feeds/videos.xml?channel_id=UC0123456789abcdefghijkl",
+            "the channel may have stopped publishing; check it on YouTube",
+        ),
+        ("https://bsky.app/profile/alice.bsky.social", "the account may have stopped posting"),
+        ("https://mastodon.social/@alice", "the account may have stopped posting"),
+        ("https://www.reddit.com/r/python/.rss", "the site may have stopped publishing"),
+    ],
+)
+def test_advice_follows_the_kind_of_source(url: str, advice: str) -> None:
+    assert stale_advice(url).startswith(advice)
+    # only X is read through a bridge
+    assert ("bridge" in stale_advice(url)) == url.startswith("https://x.com/")
 
 
 # -- the watch ------------------------------------------------------------------------
@@ -155,7 +174,7 @@ def test_watch_warns_once_per_turn(caplog: pytest.LogCaptureFixture) -> None:
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
     assert "source turned stale source=1 url=https://bridge.example/1.rss" in warnings[0]
-    assert "try another bridge or check the site" in warnings[0]
+    assert "the site may have stopped publishing or moved its feed; check the site" in warnings[0]
     # it recovers (a new item), then goes stale again: warned again
     assert watch.update([health(1)], {1: [NOW + HOUR, *old]}, NOW + HOUR) == set()
     assert watch.update([health(1)], {1: old}, NOW + 2 * HOUR) == {1}
@@ -255,7 +274,7 @@ async def test_feedhook_status_shows_stale_sources(tmp_path: Path) -> None:
     old_block, fresh_block = text.split("\n[")[1:]
     assert "STALE: Feed has brought nothing new for much longer than usual" in old_block
     assert "(newest item 5 days old)" in old_block
-    assert "try another bridge or check the site" in old_block
+    assert "the site may have stopped publishing or moved its feed; check the site" in old_block
     assert "STALE" not in fresh_block
 
 
@@ -282,7 +301,8 @@ def view() -> SubscriptionView:
 def test_replies_show_stale_with_advice() -> None:
     line = describe(replace(view(), stale=True, newest_item_at=NOW - 5 * DAY))
     assert "⚠️ stale: nothing new since <t:" in line
-    assert ADVICE in line
+    assert stale_advice("https://bridge.example/x.rss") in line
+    assert "check the site" in line
     assert "· ok" not in line
     assert "· ok, last post" in describe(view())
 
@@ -302,4 +322,4 @@ def test_status_lines_list_stale_subscriptions() -> None:
     )
     assert lines[0] == "**2** subscriptions: 2 ok (1 stale), 0 paused, 0 failing, 0 disabled."
     assert "**Stale** (polls work, but nothing new for much longer than usual)" in lines
-    assert any(ADVICE in line for line in lines)
+    assert any("moved its feed; check the site" in line for line in lines)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from bot.models import SubscriptionView
 from bot.services import GuildStatus
-from bot.staleness import ADVICE
+from bot.staleness import stale_advice
 
 PAGE_LIMIT = 1900
 
@@ -32,7 +32,7 @@ def describe(view: SubscriptionView) -> str:
     if view.stale:
         return (
             f"{head} · ⚠️ stale: nothing new since {when(view.newest_item_at)}, "
-            f"much longer than usual; {ADVICE}"
+            f"much longer than usual; {stale_advice(view.source_url)}"
         )
     return f"{head} · ok, last post {when(view.last_delivery_at)}"
 

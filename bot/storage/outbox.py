@@ -54,6 +54,7 @@ class _Route:
     channel_id: int | None
     options: Mapping[str, object]
     feed: FeedInfo
+    source_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class DeliveryJob:
     pending_total: int
     # When the claim on ``entries`` lapses (another process may then take them).
     lease_until: datetime | None = None
+    # The source's URL: what log lines name it by (never the webhook's token).
+    source_url: str = ""
 
 
 class OutboxMixin(StoreBase):
@@ -185,6 +188,7 @@ class OutboxMixin(StoreBase):
                     entries=entries,
                     pending_total=pending_totals.get(sub, len(entries)),
                     lease_until=now + lease,
+                    source_url=route.source_url,
                 )
             )
         return jobs
@@ -218,6 +222,7 @@ class OutboxMixin(StoreBase):
                     channel_id=int(channel_id) if channel_id is not None else None,
                     options=dict(options or {}),
                     feed=FeedInfo(title=title or url, link=site, icon=icon, kind=kind),
+                    source_url=str(url),
                 )
         return found
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 
-from bot.models import SubscriptionView, WebhookTarget
+from bot.models import SubscriptionState, SubscriptionView, WebhookTarget
 from bot.storage._common import (
     MAX_ERROR_TEXT,
     REMOVED_FROM_CONFIG,
@@ -104,7 +104,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                     if not existing[1] and (
                         existing[2] == REMOVED_FROM_CONFIG or existing[4] != target.token
                     ):
-                        values.update(enabled=True, disabled_reason=None)
+                        values.update(enabled=True, disabled_reason=None, disabled_at=None)
                     await conn.execute(
                         update(subscriptions).where(subscriptions.c.id == sub_id).values(**values)
                     )
@@ -117,7 +117,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                 await conn.execute(
                     update(subscriptions)
                     .where(subscriptions.c.id.in_(stale_ids))
-                    .values(enabled=False, disabled_reason=REMOVED_FROM_CONFIG)
+                    .values(enabled=False, disabled_reason=REMOVED_FROM_CONFIG, disabled_at=now)
                 )
                 log.info(
                     "disabled subscriptions removed from the config file count=%d", len(stale_ids)
@@ -125,9 +125,12 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
 
     # -- what Discord's replies to deliveries tell us -------------------------------
 
-    async def disable_webhook(self, webhook_id: int, *, reason: str) -> list[int]:
+    async def disable_webhook(
+        self, webhook_id: int, *, reason: str, now: datetime | None = None
+    ) -> list[int]:
         """Disable every subscription posting to ``webhook_id``; their queued rows stay
         (claimed ones go back to pending) so a re-enabled subscription resumes."""
+        now = now or datetime.now(UTC)
         async with self.db.write() as conn:
             sub_ids = [
                 int(r[0])
@@ -140,7 +143,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
             await conn.execute(
                 update(subscriptions)
                 .where(subscriptions.c.id.in_(sub_ids), subscriptions.c.enabled.is_(True))
-                .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+                .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT], disabled_at=now)
             )
             await conn.execute(
                 update(outbox)
@@ -320,11 +323,22 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
         found = await self.guild_subscriptions(guild_id, subscription_id=subscription_id)
         return found[0] if found else None
 
-    async def set_paused(self, guild_id: int, subscription_id: int, *, paused: bool) -> bool:
+    async def set_paused(
+        self, guild_id: int, subscription_id: int, *, paused: bool, now: datetime | None = None
+    ) -> bool:
+        # Pausing again keeps the first pause's time: "paused since" means since then.
+        since = (
+            func.coalesce(
+                subscriptions.c.paused_at,
+                bindparam("b_now", now or datetime.now(UTC), type_=subscriptions.c.paused_at.type),
+            )
+            if paused
+            else None
+        )
         result = await self.db.write_one(
             update(subscriptions)
             .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
-            .values(paused=paused)
+            .values(paused=paused, paused_at=since)
         )
         return bool(result.rowcount)
 
@@ -338,7 +352,12 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
         return bool(result.rowcount)
 
     async def disable_where(
-        self, *, reason: str, guild_id: int | None = None, channel_id: int | None = None
+        self,
+        *,
+        reason: str,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        now: datetime | None = None,
     ) -> list[int]:
         """Disable the subscriptions of a deleted channel or a guild the bot left."""
         cond = []
@@ -364,7 +383,11 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                 await conn.execute(
                     update(subscriptions)
                     .where(subscriptions.c.id.in_(ids))
-                    .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT])
+                    .values(
+                        enabled=False,
+                        disabled_reason=reason[:MAX_ERROR_TEXT],
+                        disabled_at=now or datetime.now(UTC),
+                    )
                 )
         return ids
 
@@ -397,6 +420,28 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
         async with self.db.read() as conn:
             return [dict(r._mapping) for r in await conn.execute(stmt)]
 
+    async def subscription_states(self) -> list[SubscriptionState]:
+        """Every subscription: where it posts, whether it runs and since when."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(_SUBSCRIPTION_STATES)).all()
+        return [
+            SubscriptionState(
+                id=int(r[0]),
+                source_id=int(r[1]),
+                origin=str(r[2]),
+                webhook_id=int(r[3]),
+                thread_id=int(r[4]) or None,
+                guild_id=r[5],
+                channel_id=r[6],
+                enabled=bool(r[7]),
+                paused=bool(r[8]),
+                disabled_reason=r[9],
+                disabled_at=r[10],
+                paused_at=r[11],
+            )
+            for r in rows
+        ]
+
 
 # -- statements built once (why: see _common.py) ---------------------------------------
 
@@ -406,3 +451,18 @@ _LEARN_CHANNEL = (
     .where(subscriptions.c.id == bindparam("b_id"), subscriptions.c.channel_id.is_(None))
     .values(channel_id=bindparam("b_channel"))
 )
+
+_SUBSCRIPTION_STATES = select(
+    subscriptions.c.id,
+    subscriptions.c.source_id,
+    subscriptions.c.origin,
+    subscriptions.c.webhook_id,
+    subscriptions.c.thread_id,
+    subscriptions.c.guild_id,
+    subscriptions.c.channel_id,
+    subscriptions.c.enabled,
+    subscriptions.c.paused,
+    subscriptions.c.disabled_reason,
+    subscriptions.c.disabled_at,
+    subscriptions.c.paused_at,
+).order_by(subscriptions.c.source_id, subscriptions.c.id)

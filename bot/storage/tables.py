@@ -58,6 +58,10 @@ class SubscriptionRow(SQLModel, table=True):
     enabled: bool = Field(default=True)
     paused: bool = Field(default=False)
     disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    # Since when it is disabled / paused (NULL while enabled / running, and for rows
+    # disabled before migration 0004, whose time nobody recorded).
+    disabled_at: datetime | None = Field(default=None)
+    paused_at: datetime | None = Field(default=None)
     backfill: int = Field(default=0)
     options: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
