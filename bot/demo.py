@@ -190,12 +190,17 @@ async def run_demo(*, items: int, every: float, out: TextIO = sys.stdout) -> int
                 ],
             }
         )
+        newest = feed.count()
         out.write(
             f"feedhook demo: a local feed ({base}/feed.xml) gains an item every {every:g} s.\n"
             "feedhook polls it and posts each new item to a local stand-in for Discord,\n"
             "which prints what the channel would show. "
             + (f"Stops after {items} messages; " if items else "")
             + "Ctrl-C stops it.\n"
+            f"The feed starts with items #1 to #{newest}. As for any new source, the first\n"
+            "poll marks what is already there as seen, so nothing old floods the channel;\n"
+            f"this demo's feed has backfill = 1, so #{newest} (the newest) is posted at "
+            "once,\nthen each new item as it appears.\n"
         )
         out.flush()
         relay = App(config)
