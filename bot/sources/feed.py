@@ -13,6 +13,7 @@ given the bytes we already fetched, wrapped in :class:`io.BytesIO`.
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import codecs
 import hashlib
@@ -43,12 +44,16 @@ __all__ = [
     "ParsedFeed",
     "absolute_url",
     "build_item",
+    "decode_entities",
+    "drop_shortcodes",
+    "escaped_markup",
     "find_feed_links",
     "html_to_markdown",
     "looks_like_html",
     "normalise_link",
     "parse_feed",
     "short_title",
+    "text_body_to_markdown",
     "text_to_markdown",
 ]
 
@@ -392,7 +397,7 @@ def _plain(value: Any, detail: Any = None) -> str:
         return ""
     ctype = detail.get("type", "") if isinstance(detail, Mapping) else ""
     if ctype in _HTML_TYPES:
-        return _html_to_text(value)
+        return decode_entities(_html_to_text(value))  # "&amp;amp;" in HTML: "&amp;" after
     if _ENTITY.search(value):  # double-escaped "&amp;amp;" is common in RSS titles
         value = html.unescape(value)
     return _collapse(value)
@@ -409,6 +414,196 @@ def _tidy_markdown(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _TRAILING_SPACE.sub("\n", text)
     return _MANY_NEWLINES.sub("\n\n", text).strip()
+
+
+# --------------------------------------------------------------------------- messy text
+#
+# Publishers escape twice: "&amp;nbsp;" in a Blogger <summary type="text">, CDATA
+# categories holding "Food &amp; Drink", whole bodies of "&lt;p&gt;...". What is left
+# escaped once the text is converted is decoded, except inside Markdown code (a tutorial
+# may show "&amp;" in a code block); a body that decodes to markup is converted as HTML.
+
+# Tag names that make "<...>" markup rather than a placeholder like "<port>".
+_MARKUP_TAG: Final = re.compile(
+    r"<(/?)(?:a|abbr|b|blockquote|br|cite|code|dd|div|dl|dt|em|figcaption|figure|h[1-6]|hr"
+    r"|i|iframe|img|li|ol|p|pre|s|small|span|strong|sub|sup|table|tbody|td|th|thead|tr|u|ul"
+    r"|video)(?:\s[^<>]*)?/?>",
+    re.IGNORECASE,
+)
+_MARKUP_MIN_TAGS: Final = 4
+# Markdown code: fenced blocks (to the closing fence, else to the end) and inline spans
+# (within a paragraph).
+_CODE: Final = re.compile(
+    r"^[ \t]*(?P<fence>`{3,}|~{3,})[^\n]*(?:\n.*?(?:\n[ \t]*(?P=fence)[ \t]*$|\Z)|\Z)"
+    r"|(?P<ticks>`+)(?:(?!\n[ \t]*\n).)+?(?<!`)(?P=ticks)(?!`)",
+    re.MULTILINE | re.DOTALL,
+)
+# WordPress shortcodes: [name key=value ...] (straight, curly or no quotes), [/name], and
+# attribute-less [name-x] / [name_x]. markdownify escapes underscores ("vc\_row").
+_SC_NAME: Final = r"[A-Za-z][A-Za-z0-9]*(?:(?:-|\\?_)[A-Za-z0-9]+)*"
+_SC_JOINED_NAME: Final = r"[A-Za-z][A-Za-z0-9]*(?:(?:-|\\?_)[A-Za-z0-9]+)+"
+_JOINED: Final = re.compile(r"[-_]")
+# Linear on any input: the attributes are one character class up to "]", and whether
+# they hold a key=value is asked afterwards (a lazy scan for "key=" inside the brackets
+# went quadratic on a long line with a "[" and no "]").
+_SHORTCODE: Final = re.compile(
+    rf"\[(?:(?P<open>{_SC_NAME})(?P<attrs>[ \t][^\[\]\n]*)"
+    rf"|(?P<bare>{_SC_JOINED_NAME})"
+    rf"|/(?P<close>{_SC_NAME}))\](?!\()"
+)
+_SC_ATTRIBUTE: Final = re.compile(rf"[ \t]{_SC_NAME}=")
+_NEWLINE: Final = re.compile("\n")
+_NON_SPACE: Final = re.compile(r"\S")
+
+
+def _looks_like_markup(text: str) -> bool:
+    """Conservative: known HTML tags, opening and closing, at the start or several of them.
+
+    ``<p>Hi</p>`` and ``<a href="...">x</a> and more <b>y</b>`` are markup;
+    ``iptables -p <tcp/udp> --dport <port>``, ``/dev/<partition>`` and
+    ``Why <div> and </div> differ`` are not.
+    """
+    opening = closing = at_start = False
+    start = len(text) - len(text.lstrip())
+    for count, match in enumerate(_MARKUP_TAG.finditer(text), start=1):
+        if count == 1:
+            at_start = match.start() == start
+        if match.group(1):
+            closing = True
+        else:
+            opening = True
+        if opening and closing and (at_start or count >= _MARKUP_MIN_TAGS):
+            return True
+    return False
+
+
+def escaped_markup(text: str) -> str | None:
+    """The markup ``text`` holds escaped (``&lt;p&gt;Hi&lt;/p&gt;``), decoded; else None.
+
+    None when ``text`` has markup of its own or decodes to something that does not
+    look like markup (see :func:`_looks_like_markup`).
+    """
+    if "&lt;" not in text or _MARKUP_TAG.search(text):
+        return None
+    decoded = html.unescape(text)
+    return decoded if _looks_like_markup(decoded) else None
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    return [match.span() for match in _CODE.finditer(text)] if "`" in text or "~" in text else []
+
+
+def _in_code(spans: list[tuple[int, int]], position: int) -> bool:
+    index = bisect.bisect_right(spans, position, key=lambda span: span[0]) - 1
+    return index >= 0 and position < spans[index][1]
+
+
+def decode_entities(text: str) -> str:
+    """``text`` with the entities left in it decoded once, except in Markdown code.
+
+    For text already converted (or plain by nature): ``Food &amp; Drink`` becomes
+    ``Food & Drink``; ``&amp;lt;`` becomes ``&lt;``. Only ``&name;`` / ``&#n;`` forms.
+    """
+    if "&" not in text or _ENTITY.search(text) is None:
+        return text
+    spans = _code_spans(text)
+
+    def unescape(match: re.Match[str]) -> str:
+        entity = match.group(0)
+        return entity if _in_code(spans, match.start()) else html.unescape(entity)
+
+    return _ENTITY.sub(unescape, text)
+
+
+def _line_bounds(text: str, newlines: list[int], start: int, end: int) -> tuple[int, int] | None:
+    """(line start, after the line's newline) if text[start:end] is alone on its line.
+
+    ``newlines``: the positions of every newline in ``text``, so that a long line with
+    many shortcodes costs a bisection per shortcode rather than a scan of the line."""
+    before = bisect.bisect_left(newlines, start)
+    line_start = newlines[before - 1] + 1 if before else 0
+    after = bisect.bisect_left(newlines, end)
+    line_end = newlines[after] if after < len(newlines) else len(text)
+    # searched in place (no slices): a slice per shortcode of a long line is quadratic
+    if _NON_SPACE.search(text, line_start, start) or _NON_SPACE.search(text, end, line_end):
+        return None
+    return line_start, min(line_end + 1, len(text))
+
+
+def drop_shortcodes(text: str) -> str:
+    """``text`` without WordPress shortcodes, outside Markdown code.
+
+    Dropped: ``[name key=value ...]`` (at least one attribute), the ``[/name]`` that
+    closes one, and an attribute-less ``[name-x]`` / ``[name_x]`` / ``[/name_x]`` alone on
+    its line or closed later by ``[/name_x]``. A line left empty goes with it. Links
+    ``[here](url)``, ``[n]``, ``[a-z]`` and brackets in code stay.
+    """
+    if "[" not in text:
+        return text
+    matches = list(_SHORTCODE.finditer(text))
+    if not matches:
+        return text
+    spans = _code_spans(text)
+    matches = [
+        m
+        for m in matches
+        if not _in_code(spans, m.start())
+        and (not m.group("open") or _SC_ATTRIBUTE.search(m.group("attrs")))
+    ]
+    closers = {m.group("close").replace("\\", "") for m in matches if m.group("close")}
+    dropped: set[str] = set()
+    cuts: list[tuple[int, int, bool]] = []  # (start, end, whole line)
+    newlines = [m.start() for m in _NEWLINE.finditer(text)]
+    for match in matches:
+        start, end = match.span()
+        line = _line_bounds(text, newlines, start, end)
+        if match.group("open"):
+            dropped.add(match.group("open").replace("\\", ""))
+        elif match.group("bare"):
+            name = match.group("bare").replace("\\", "")
+            if line is None and name not in closers:
+                continue
+            dropped.add(name)
+        else:
+            name = match.group("close").replace("\\", "")
+            if name not in dropped and (line is None or not _JOINED.search(name)):
+                continue
+        if line is not None:
+            cuts.append((*line, True))
+            continue
+        while start > 0 and text[start - 1] in " \t":  # with the spaces around it
+            start -= 1
+        while end < len(text) and text[end] in " \t":
+            end += 1
+        if cuts and start <= cuts[-1][1] and not cuts[-1][2]:  # "[a x=1] [b y=2]"
+            start = cuts.pop()[0]
+        cuts.append((start, end, False))
+    if not cuts:
+        return text
+    out: list[str] = []
+    position = 0
+    for start, end, whole_line in cuts:
+        out.append(text[position:start])
+        # between two words, one space stays: "see [a x=1] here" -> "see here"
+        between_words = (
+            not whole_line
+            and start > 0
+            and end < len(text)
+            and text[start - 1] != "\n"
+            and text[end] != "\n"
+            and (text[start] in " \t" or text[end - 1] in " \t")
+        )
+        if between_words:
+            out.append(" ")
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _clean_markdown(markdown: str) -> str:
+    """Converted text as it goes into a summary: entities left decoded, shortcodes dropped."""
+    cleaned = drop_shortcodes(decode_entities(markdown))
+    return markdown if cleaned is markdown else _tidy_markdown(cleaned)
 
 
 # --------------------------------------------------------------------------- dates
@@ -785,14 +980,19 @@ def _markdown(body: Any, fallback_base: str, page: str | None) -> tuple[str, str
     body_base = body.get("base")
     if isinstance(body_base, str) and body_base:
         base = urljoin(fallback_base, body_base)
-    if body.get("type", "text/html") not in _HTML_TYPES:
-        return _tidy_markdown(value), None
+    # HTML escaped once too often ("&lt;p&gt;..."), whatever the declared type, is
+    # converted as the HTML it is rather than posted as raw tags.
+    markup = escaped_markup(value)
+    if markup is not None:
+        value = markup
+    elif body.get("type", "text/html") not in _HTML_TYPES:
+        return _clean_markdown(_tidy_markdown(value)), None
     truncated = len(value) > _MAX_HTML_CHARS
     if truncated:
         value = value[:_MAX_HTML_CHARS]
         value = value[: value.rfind("<")] if "<" in value[-2048:] else value  # no half tag
     converter = _converter()
-    markdown = _tidy_markdown(converter.convert_item(value, base=base, page=page))
+    markdown = _clean_markdown(_tidy_markdown(converter.convert_item(value, base=base, page=page)))
     return (markdown + " …" if truncated else markdown), converter.first_image
 
 
@@ -808,6 +1008,17 @@ def html_to_markdown(html: str, *, base: str, page: str | None = None) -> tuple[
 def text_to_markdown(text: str) -> str:
     """Plain text as it goes into a message (line endings and blank runs tidied)."""
     return _tidy_markdown(text)
+
+
+def text_body_to_markdown(
+    text: str, *, base: str, page: str | None = None
+) -> tuple[str, str | None]:
+    """(Discord markdown, first image) of a body that is text rather than HTML.
+
+    Entities left in it are decoded (outside Markdown code) and WordPress shortcodes
+    dropped; text that decodes to markup (``&lt;p&gt;...``) is converted as HTML.
+    """
+    return _markdown({"value": text, "type": "text/plain"}, base, page)
 
 
 def short_title(text: str, *, html_text: bool = False) -> str:
@@ -877,7 +1088,7 @@ def _categories(raw: Any) -> tuple[str, ...]:
     for tag in dict.get(raw, "tags") or ():
         term = tag.get("term") if isinstance(tag, Mapping) else None
         if isinstance(term, str) and term.strip():
-            seen.setdefault(term.strip(), None)
+            seen.setdefault(decode_entities(term.strip()), None)  # CDATA "Food &amp; Drink"
     return tuple(seen)
 
 
@@ -904,8 +1115,12 @@ def build_item(feed: ParsedFeed, entry: ParsedEntry, *, link_is_unique: bool = T
         value = body.get("value") or ""
         if isinstance(value, str):
             value = value[:4096]  # enough for a title, whatever the size of the post
-            text = _html_to_text(value) if body.get("type") in _HTML_TYPES else _collapse(value)
-            title = _shorten(text, _TITLE_FROM_TEXT_LEN)
+            markup = escaped_markup(value)
+            if markup is not None or body.get("type") in _HTML_TYPES:
+                text = _html_to_text(markup or value)
+            else:
+                text = _collapse(value)
+            title = _shorten(decode_entities(text), _TITLE_FROM_TEXT_LEN)
     title = title or _UNTITLED
 
     author = _author(raw) or feed.author

@@ -20,10 +20,12 @@ from bot.sources.feed import (
     _header,
     _split_content_type,
     absolute_url,
+    decode_entities,
+    escaped_markup,
     html_to_markdown,
     normalise_link,
     short_title,
-    text_to_markdown,
+    text_body_to_markdown,
 )
 from bot.sources.posts import build_feed, parse_time
 
@@ -68,7 +70,7 @@ def _authors(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _author_name(obj: Mapping[str, Any]) -> str | None:
     names = [_text(a.get("name")) for a in _authors(obj)]
     joined = ", ".join(n for n in names if n)
-    return joined or None
+    return decode_entities(joined) or None
 
 
 def _key(item: Mapping[str, Any], link: str | None, index_parts: tuple[str, ...]) -> str:
@@ -107,6 +109,42 @@ def _attachments(item: Mapping[str, Any], base: str) -> tuple[str | None, list[s
     return image, lines
 
 
+def _summary(
+    html_body: str, text_body: str, summary_text: str, base: str, link: str | None
+) -> tuple[str, str | None]:
+    """(markdown, inline image) of an item: content_html, else content_text, else summary.
+
+    content_html that is escaped once too often (``&lt;p&gt;...``) or converts to nothing
+    gives way to content_text or summary; without those, it is decoded and converted.
+    """
+    summary, inline_image = "", None
+    escaped = escaped_markup(html_body) if html_body else None
+    if html_body and escaped is None:
+        summary, inline_image = html_to_markdown(html_body, base=base, page=link)
+        if summary:
+            return summary, inline_image
+    for text in (text_body, summary_text):
+        if text.strip():
+            markdown, image = text_body_to_markdown(text, base=base, page=link)
+            return markdown, inline_image or image
+    if escaped is not None:
+        return html_to_markdown(escaped, base=base, page=link)
+    return summary, inline_image
+
+
+def _display_title(title: str, html_body: str, text_body: str, summary_text: str) -> str:
+    """The item's title as posted: entities left in it decoded, else one from its text."""
+    if title:
+        return decode_entities(title)
+    if text_body.strip() or summary_text:
+        text = text_body or summary_text
+        markup = escaped_markup(text)
+        if markup is None:
+            return short_title(decode_entities(text))
+        return decode_entities(short_title(markup, html_text=True))
+    return decode_entities(short_title(escaped_markup(html_body) or html_body, html_text=True))
+
+
 def _item(item: Mapping[str, Any], base: str, feed_author: str | None, now: datetime) -> Item:
     link = absolute_url(base, _text(item.get("url"))) or absolute_url(
         base, _text(item.get("external_url"))
@@ -115,19 +153,15 @@ def _item(item: Mapping[str, Any], base: str, feed_author: str | None, now: date
     content_text = item.get("content_text")
     text_body: str = content_text if isinstance(content_text, str) else ""
     summary_text = _text(item.get("summary"))
-    inline_image: str | None = None
-    if html_body:
-        summary, inline_image = html_to_markdown(html_body, base=base, page=link)
-    elif text_body.strip():
-        summary = text_to_markdown(text_body)
-    else:
-        summary = text_to_markdown(summary_text)
+    summary, inline_image = _summary(html_body, text_body, summary_text, base, link)
     title = _text(item.get("title"))
-    if not title:
+    # The key's title is the one items were always keyed by: identity must not change.
+    key_title = title
+    if not key_title:
         if text_body.strip() or summary_text:
-            title = short_title(text_body or summary_text)
+            key_title = short_title(text_body or summary_text)
         else:
-            title = short_title(html_body, html_text=True)
+            key_title = short_title(html_body, html_text=True)
     image_attachment, attachment_lines = _attachments(item, base)
     if attachment_lines:
         summary = "\n\n".join(part for part in (summary, "\n".join(attachment_lines)) if part)
@@ -141,14 +175,14 @@ def _item(item: Mapping[str, Any], base: str, feed_author: str | None, now: date
     categories: dict[str, None] = {}
     for tag in tags if isinstance(tags, list) else ():
         if isinstance(tag, str) and tag.strip():
-            categories.setdefault(tag.strip(), None)
+            categories.setdefault(decode_entities(tag.strip()), None)
     published = parse_time(item.get("date_published"), now) or parse_time(
         item.get("date_modified"), now
     )
-    key = _key(item, link, (title, _text(item.get("date_published")), html_body or text_body))
+    key = _key(item, link, (key_title, _text(item.get("date_published")), html_body or text_body))
     return Item(
         key=key,
-        title=title,
+        title=_display_title(title, html_body, text_body, summary_text),
         link=link,
         summary=summary,
         author=_author_name(item) or feed_author,
@@ -194,7 +228,7 @@ def parse_json_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Par
     icon = absolute_url(base, _text(doc.get("icon"))) or absolute_url(
         base, _text(doc.get("favicon"))
     )
-    title = _text(doc.get("title")) or (home or url)
+    title = decode_entities(_text(doc.get("title"))) or (home or url)
     return build_feed(
         FeedInfo(title=title, link=home, icon=icon, kind="json"),
         items,
