@@ -279,17 +279,26 @@ class App:
             return set()
         return self.stale_watch.update(health, times, self.clock())
 
-    def check_database_file(self) -> None:
-        """Stop the relay when its SQLite file was removed or replaced under it."""
+    async def check_database_file(self) -> None:
+        """Stop the relay when its SQLite file (or its lock file) was removed or replaced
+        under it. A coroutine so that APScheduler runs it on the event loop: the stop
+        event is not thread-safe."""
         assert self.file_lock is not None
-        reason = self.file_lock.database_gone()
-        if reason is None or self.fatal is not None:
+        if self.fatal is not None:
             return
         # One line, printed by the CLI as the run ends (a log line as well would say it twice).
-        self.fatal = (
-            f"{reason}; stopped so that nothing is posted twice: restore the file and start "
-            "again, or start afresh (a new database counts what feeds show now as seen)"
-        )
+        if reason := self.file_lock.database_gone():
+            self.fatal = (
+                f"{reason}; stopped so that nothing is posted twice: restore the file and "
+                "start again, or start afresh (a new database counts what feeds show now as seen)"
+            )
+        elif reason := self.file_lock.lock_gone():
+            self.fatal = (
+                f"{reason}; stopped so that two relays never share it: start again once no "
+                "other feedhook run uses the database"
+            )
+        else:
+            return
         self._stop_requested.set()
 
     async def stop(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,22 @@ async def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path, feed_server: F
     assert "in use by another" not in err
 
 
+async def start_debug_run(config: Path) -> asyncio.subprocess.Process:
+    """A run in asyncio's debug mode, which raises on event-loop calls made from other
+    threads (APScheduler runs plain functions in a thread pool)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
+    )
+
+
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 async def test_a_database_file_removed_while_running_stops_the_run(
     tmp_path: Path, feed_server: FeedServer, how: str
@@ -92,7 +109,7 @@ async def test_a_database_file_removed_while_running_stops_the_run(
     feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
     config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
     db = tmp_path / "feedhook.db"
-    proc = await start_run(config)
+    proc = await start_debug_run(config)
     await started(db)
     remove_database(db, replace=how == "replaced")
     _, err = await asyncio.wait_for(proc.communicate(), 15)
@@ -100,16 +117,41 @@ async def test_a_database_file_removed_while_running_stops_the_run(
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith(f"feedhook: the database file {db} was {how} while feedhook was running")
     assert "stopped so that nothing is posted twice" in last
+    assert "Traceback" not in err.decode()
+
+
+async def test_a_lock_file_removed_while_running_stops_the_run(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+    db = tmp_path / "feedhook.db"
+    proc = await start_debug_run(config)
+    await started(db)
+    # taken for a crash's leftover: a second run could now lock a new file
+    (tmp_path / "feedhook.db.lock").unlink()
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 1, err.decode()
+    last = err.decode().strip().splitlines()[-1]
+    assert last == (
+        f"feedhook: the lock file {tmp_path / 'feedhook.db.lock'} was removed while feedhook "
+        "was running, so another run could start on the same database; stopped so that two "
+        "relays never share it: start again once no other feedhook run uses the database"
+    )
 
 
 def test_the_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
     database = tmp_path / "feedhook.db"
     first = DatabaseFileLock(database)
+    # a symlinked path to the same database names the same lock
+    (tmp_path / "link.db").symlink_to(database)
     first.acquire()
     try:
         with pytest.raises(DatabaseError) as refused:
             DatabaseFileLock(database).acquire()
         assert f"pid {os.getpid()} on " in str(refused.value)
+        with pytest.raises(DatabaseError):
+            DatabaseFileLock(tmp_path / "link.db").acquire()
     finally:
         first.release()
     second = DatabaseFileLock(database)

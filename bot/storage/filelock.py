@@ -56,43 +56,79 @@ class FileIdentity:
             return None
         return cls(st.st_dev, st.st_ino)
 
+    @classmethod
+    def of_fd(cls, fd: int) -> FileIdentity:
+        st = os.fstat(fd)
+        return cls(st.st_dev, st.st_ino)
+
 
 class DatabaseFileLock:
     """The exclusive right to run the relay on one SQLite file, held until :meth:`release`."""
 
     def __init__(self, database: Path) -> None:
         self.database = database
-        self.path = database.with_name(database.name + ".lock")
+        self.path = lock_path(database)
         self._fd: int | None = None
         self._opened: FileIdentity | None = None
+        self._locked: FileIdentity | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`DatabaseError` naming the process that has it."""
+        for _ in range(3):
+            fd = self._open()
+            try:
+                _lock_within(fd, fcntl.LOCK_EX, ACQUIRE_PATIENCE)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise DatabaseError(
+                    f"the database {self.database} is in use by another feedhook run ({holder}); "
+                    "stop that one first, or give this one its own database.url "
+                    "(one process per SQLite file; several processes need PostgreSQL)"
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise DatabaseError(
+                    f"cannot lock {self.path}: {exc.strerror}; keep the SQLite database on a "
+                    "local filesystem (network and FUSE mounts may not support file locks)"
+                ) from None
+            # Locked, but is it still the file that path names? A run that stopped may
+            # have emptied it while another process deleted it as stale and made a new one.
+            mine = FileIdentity.of_fd(fd)
+            if mine == FileIdentity.of(self.path):
+                break
+            os.close(fd)
+        else:
+            raise DatabaseError(f"cannot lock {self.path}: it keeps being replaced; try again")
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        record = f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n"
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise DatabaseError(f"cannot write {self.path}: {exc.strerror}") from None
+        self._fd = fd
+        self._locked = mine
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise DatabaseError(
                 f"cannot create the lock file {self.path}: {exc.strerror}; "
                 "check that the database's folder exists and is writable"
             ) from None
-        try:
-            _lock_within(fd, fcntl.LOCK_EX, ACQUIRE_PATIENCE)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise DatabaseError(
-                f"the database {self.database} is in use by another feedhook run ({holder}); "
-                "stop that one first, or give this one its own database.url "
-                "(one process per SQLite file; several processes need PostgreSQL)"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        record = f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
-        self._fd = fd
+
+    def lock_gone(self) -> str | None:
+        """Why the lock this relay holds no longer keeps others out, or None: its file was
+        deleted (say, taken for a crash's leftover), so a second run could start."""
+        if self._locked is None or FileIdentity.of(self.path) == self._locked:
+            return None
+        return (
+            f"the lock file {self.path} was removed while feedhook was running, so another "
+            "run could start on the same database"
+        )
 
     def remember_database(self) -> None:
         """Note which file the database path names now (after it was created or migrated)."""
@@ -116,6 +152,7 @@ class DatabaseFileLock:
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
+        self._locked = None
         if fd is None:
             return
         # Emptied rather than deleted: removing it would let a process that opened the
@@ -125,12 +162,17 @@ class DatabaseFileLock:
         os.close(fd)  # closing the last descriptor drops the flock
 
 
+def lock_path(database: Path) -> Path:
+    """``<database>.lock``, beside the real file (a symlinked path names the same lock)."""
+    real = database.resolve()
+    return real.with_name(real.name + ".lock")
+
+
 def running_relay(database: Path) -> str | None:
     """Who runs the relay on ``database`` ("pid 12 on host, started ..."), or None when
     no run holds its lock. For `feedhook status`; takes the lock shared for an instant."""
-    lock_path = database.with_name(database.name + ".lock")
     try:
-        fd = os.open(lock_path, os.O_RDONLY)
+        fd = os.open(lock_path(database), os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
@@ -138,6 +180,8 @@ def running_relay(database: Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return _read_holder(fd)
+        except OSError:
+            return None  # no flock here: a run could not have started either
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
