@@ -25,6 +25,7 @@ from bot.models import Item, SourceHealth, SubscriptionState
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
 from bot.render import render_item
+from bot.services import BOT_REMOVED
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
@@ -198,6 +199,15 @@ def require_sqlite_file(url: str) -> None:
         )
 
 
+# A source this late (or later) is overdue rather than "due now": polls start within a
+# tick (5 s) of being due, and one being polled keeps its old due time until it ends.
+OVERDUE_AFTER = 60.0
+
+
+def _seconds_since(when: datetime, now: datetime) -> int:
+    return max(0, int((now - when).total_seconds()))
+
+
 def _plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
@@ -208,7 +218,12 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
     if source.subscriptions == 0:
         return "not polled: no active subscription"
     wait = 0 if source.next_poll_at is None else (source.next_poll_at - now).total_seconds()
-    when = f"due in {_span(int(wait))}" if wait >= 1 else "due now"
+    if wait >= 1:
+        when = f"due in {_span(int(wait))}"
+    elif wait > -OVERDUE_AFTER:  # a tick away, or being polled
+        when = "due now"
+    else:
+        when = f"overdue by {_span(int(-wait))}"
     if running is False:
         return f"next poll {when} (feedhook is not running)"
     return f"next poll {when}"
@@ -219,7 +234,9 @@ def _subscription_advice(sub: SubscriptionState) -> str:
     if sub.paused and sub.enabled:
         return "resume it with /feed resume in Discord"
     if sub.disabled_reason == REMOVED_FROM_CONFIG:
-        return "add its [[feeds]] entry back to the config file to post again"
+        return "nothing, unless you want it back: then add its [[feeds]] entry to the config file"
+    if sub.disabled_reason == BOT_REMOVED:
+        return "invite the bot back to the server, then /feed remove it and /feed add it again"
     if sub.origin == "config":
         return (
             "put a working webhook URL in its [[feeds]] entry of the config file and "
@@ -229,18 +246,19 @@ def _subscription_advice(sub: SubscriptionState) -> str:
 
 
 def _subscription_line(sub: SubscriptionState, now: datetime) -> str:
+    thread = f", thread {sub.thread_id}" if sub.thread_id else ""
     if sub.origin == "config":
-        where = f"webhook {sub.webhook_id}, from the config file"
+        where = f"webhook {sub.webhook_id}{thread}, from the config file"
     elif sub.channel_id is not None:
-        where = f"channel {sub.thread_id or sub.channel_id} in server {sub.guild_id}, from /feed"
+        where = f"channel {sub.channel_id}{thread} in server {sub.guild_id}, from /feed"
     else:
-        where = f"webhook {sub.webhook_id}, from /feed"
+        where = f"webhook {sub.webhook_id}{thread}, from /feed"
     if not sub.enabled:
-        since = f" since {_ago(sub.disabled_at, now)}" if sub.disabled_at else ""
+        since = f" for {_span(_seconds_since(sub.disabled_at, now))}" if sub.disabled_at else ""
         reason = sub.disabled_reason or "no reason recorded"
         state = f"DISABLED{since}: {reason}"
     else:
-        since = f" since {_ago(sub.paused_at, now)}" if sub.paused_at else ""
+        since = f" for {_span(_seconds_since(sub.paused_at, now))}" if sub.paused_at else ""
         state = f"PAUSED{since}"
     return (
         f"  subscription {sub.id} ({where}) {state}\n    what to do: {_subscription_advice(sub)}\n"
@@ -250,10 +268,17 @@ def _subscription_line(sub: SubscriptionState, now: datetime) -> str:
 async def print_status(config: Config, *, out: TextIO) -> None:
     db = Database(config.database.url)
     try:
-        if await db.current_revision() is None:
+        revision = await db.current_revision()
+        if revision is None:
             raise CommandError(
                 "the database has no feedhook tables yet; "
                 "run `feedhook db upgrade` or `feedhook run`"
+            )
+        if revision != head_revision():
+            raise CommandError(
+                f"the database is at revision {revision}, this feedhook reads "
+                f"{head_revision()}; run `feedhook db upgrade` (or restart `feedhook run`, "
+                "which upgrades it)"
             )
         store = Store(db)
         health = await store.source_health()

@@ -215,7 +215,7 @@ class PollResult:
 def _first_poll_note(queued: int) -> str:
     """Why a new source's first poll posts (almost) nothing: said where people look."""
     if queued:
-        return f" (first poll: backfill posts the newest {queued}, the rest count as seen)"
+        return f" (first poll: {queued} queued as backfill, the rest count as seen)"
     return " (first poll: what the source has now counts as seen; later items are posted)"
 
 

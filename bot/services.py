@@ -23,6 +23,10 @@ from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
 from bot.staleness import WINDOW, is_stale
 from bot.storage.store import FeedMeta, Store
 
+# The reason a server's subscriptions are disabled when the bot leaves it (status
+# advises inviting it back).
+BOT_REMOVED = "the bot was removed from the server"
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
@@ -297,7 +301,7 @@ class FeedService:
 
     async def guild_left(self, guild_id: int) -> list[int]:
         return await self.store.disable_where(
-            reason="the bot was removed from the server", guild_id=guild_id, now=self.clock()
+            reason=BOT_REMOVED, guild_id=guild_id, now=self.clock()
         )
 
     async def webhooks_changed(self, channel_id: int, existing: set[int]) -> list[int]:

@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alembic import command
+from sqlalchemy.engine import Connection
+
 from bot.cli import _next_poll, _subscription_advice, _subscription_line
 from bot.models import SourceHealth, SubscriptionState, WebhookTarget
-from bot.storage.db import Database
-from bot.storage.store import Store
+from bot.storage.db import Database, alembic_config, head_revision
+from bot.storage.store import ConfigFeed, Store
 from tests.conftest import Doc, FeedServer
 from tests.fakes.fake_discord import FakeDiscord
 from tests.test_cli import db_rows, feedhook, start_run, wait_for, write_config
@@ -91,14 +95,14 @@ async def test_status_shows_disabled_and_paused_subscriptions(
     assert alpha.startswith("1] Alpha\n")
     assert "; 1 active subscription, 1 paused\n" in alpha
     assert (
-        f"  subscription {sub_id} (channel 88 in server 77, from /feed) PAUSED since 3h ago\n"
+        f"  subscription {sub_id} (channel 88 in server 77, from /feed) PAUSED for 3h\n"
         "    what to do: resume it with /feed resume in Discord\n"
     ) in alpha
     assert beta.startswith("2] Beta\n")
     # the source is no longer polled: say so, not "next poll 58s ago"
     assert "; not polled: no active subscription; 0 active subscriptions, 1 disabled\n" in beta
     disabled = re.search(
-        rf"  subscription 2 \(webhook {doomed}, from the config file\) DISABLED since (\d+)s ago: "
+        rf"  subscription 2 \(webhook {doomed}, from the config file\) DISABLED for (\d+[sm]): "
         r"(.*)\n    what to do: (.*)\n",
         beta,
     )
@@ -172,6 +176,9 @@ def test_next_poll_says_what_really_happens() -> None:
     overdue = health(next_poll_at=NOW - timedelta(seconds=58))
     assert _next_poll(overdue, False, NOW) == "next poll due now (feedhook is not running)"
     assert _next_poll(overdue, True, NOW) == "next poll due now"
+    stuck = health(next_poll_at=NOW - timedelta(days=3))
+    assert _next_poll(stuck, None, NOW) == "next poll overdue by 3d"
+    assert _next_poll(stuck, False, NOW) == "next poll overdue by 3d (feedhook is not running)"
     assert _next_poll(health(subscriptions=0), False, NOW) == "not polled: no active subscription"
 
 
@@ -196,14 +203,23 @@ def state(**changes: object) -> SubscriptionState:
 
 def test_each_kind_of_stopped_subscription_gets_its_own_advice() -> None:
     assert _subscription_line(state(), NOW) == (
-        "  subscription 5 (webhook 123, from the config file) DISABLED since 2d ago: "
+        "  subscription 5 (webhook 123, from the config file) DISABLED for 2d: "
         "the webhook was deleted or its token is wrong (HTTP 404)\n"
         "    what to do: put a working webhook URL in its [[feeds]] entry of the config file "
         "and restart feedhook\n"
     )
     removed = state(disabled_reason="removed from the config file")
     assert _subscription_advice(removed) == (
-        "add its [[feeds]] entry back to the config file to post again"
+        "nothing, unless you want it back: then add its [[feeds]] entry to the config file"
+    )
+    left = state(
+        origin="discord", guild_id=7, disabled_reason="the bot was removed from the server"
+    )
+    assert _subscription_advice(left).startswith("invite the bot back to the server")
+    in_thread = state(origin="discord", guild_id=7, channel_id=8, thread_id=9)
+    assert "(channel 8, thread 9 in server 7, from /feed)" in _subscription_line(in_thread, NOW)
+    assert "(webhook 123, thread 9, from the config file)" in _subscription_line(
+        state(thread_id=9), NOW
     )
     from_discord = state(origin="discord", guild_id=7, channel_id=8, disabled_reason="gone")
     assert "(channel 8 in server 7, from /feed) DISABLED" in _subscription_line(from_discord, NOW)
@@ -213,4 +229,85 @@ def test_each_kind_of_stopped_subscription_gets_its_own_advice() -> None:
     # disabled before this version recorded when: no made-up time
     assert "DISABLED: " in _subscription_line(state(disabled_at=None), NOW)
     paused = state(origin="discord", enabled=True, paused=True, paused_at=NOW, guild_id=7)
-    assert "PAUSED since 0s ago" in _subscription_line(paused, NOW)
+    assert "PAUSED for 0s" in _subscription_line(paused, NOW)
+
+
+async def test_a_replaced_webhook_leaves_a_removed_subscription_not_a_broken_one(
+    store: Store,
+) -> None:
+    url = "https://blog.example/feed.xml"
+    old, new = WebhookTarget(1, "old-token"), WebhookTarget(2, "new-token")
+    await store.sync_config_feeds([ConfigFeed(url, old)], now=NOW)
+    (first,) = await store.subscription_states()
+    assert first.active
+    assert first.disabled_at is None
+    await store.disable_webhook(1, reason="the webhook was deleted (HTTP 404)", now=NOW)
+    # the operator makes a new webhook and puts its URL in the file
+    later = NOW + timedelta(hours=1)
+    await store.sync_config_feeds([ConfigFeed(url, new)], now=later)
+    states = {s.webhook_id: s for s in await store.subscription_states()}
+    assert states[2].active
+    assert not states[1].enabled
+    # what status then says of the old one: the file no longer lists it, nothing to fix
+    assert states[1].disabled_reason == "removed from the config file"
+    assert states[1].disabled_at == later
+    assert _subscription_advice(states[1]).startswith("nothing, unless you want it back")
+
+
+async def test_status_refuses_a_database_behind_this_version(tmp_path: Path) -> None:
+    db_file = tmp_path / "feedhook.db"
+    database = Database(f"sqlite:///{db_file}")
+    await database.run_sync(_upgrade_to("0003"))
+    await database.dispose()
+    config = write_config(tmp_path)
+    code, out, err = await feedhook("status", "--config", str(config))
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines() == [
+        f"feedhook: the database is at revision 0003, this feedhook reads {head_revision()}; "
+        "run `feedhook db upgrade` (or restart `feedhook run`, which upgrades it)"
+    ]
+
+
+def _upgrade_to(revision: str) -> Callable[[Connection], None]:
+    def upgrade(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    return upgrade
+
+
+async def test_since_when_is_recorded_and_cleared(store: Store) -> None:
+    url = "https://blog.example/feed.xml"
+    sub_id = await store.create_subscription(
+        source_url=url,
+        guild_id=7,
+        channel_id=8,
+        target=WebhookTarget(3, "t"),
+        backfill=0,
+        options={},
+        min_interval=60,
+        now=NOW,
+    )
+    assert sub_id is not None
+
+    async def only() -> SubscriptionState:
+        (found,) = [s for s in await store.subscription_states() if s.id == sub_id]
+        return found
+
+    assert await store.set_paused(7, sub_id, paused=True, now=NOW)
+    assert await store.set_paused(7, sub_id, paused=True, now=NOW + timedelta(hours=1))
+    assert (await only()).paused_at == NOW  # pausing again: still paused since the first
+    assert await store.set_paused(7, sub_id, paused=False, now=NOW + timedelta(hours=2))
+    assert (await only()).paused_at is None
+    await store.disable_where(reason="the channel was deleted", channel_id=8, now=NOW)
+    gone = await only()
+    assert (gone.enabled, gone.disabled_at) == (False, NOW)
+    # a config subscription Discord refused, then given a new token in the file: re-enabled
+    await store.sync_config_feeds([ConfigFeed(url, WebhookTarget(4, "old"))], now=NOW)
+    await store.disable_webhook(4, reason="refused (HTTP 403)", now=NOW)
+    (refused,) = [s for s in await store.subscription_states() if s.webhook_id == 4]
+    assert (refused.enabled, refused.disabled_at) == (False, NOW)
+    await store.sync_config_feeds([ConfigFeed(url, WebhookTarget(4, "new"))], now=NOW)
+    (fixed,) = [s for s in await store.subscription_states() if s.webhook_id == 4]
+    assert (fixed.enabled, fixed.disabled_reason, fixed.disabled_at) == (True, None, None)

@@ -109,8 +109,16 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                         update(subscriptions).where(subscriptions.c.id == sub_id).values(**values)
                     )
                 keep.add(sub_id)
+            # Also the ones already disabled for another reason (a webhook Discord refused,
+            # then replaced in the file): what status says of them must be that the file
+            # no longer lists them, not advice about a webhook nobody uses any more.
             stale = select(subscriptions.c.id).where(
-                subscriptions.c.origin == "config", subscriptions.c.enabled.is_(True)
+                subscriptions.c.origin == "config",
+                or_(
+                    subscriptions.c.enabled.is_(True),
+                    subscriptions.c.disabled_reason.is_(None),
+                    subscriptions.c.disabled_reason != REMOVED_FROM_CONFIG,
+                ),
             )
             stale_ids = [int(r[0]) for r in await conn.execute(stale) if int(r[0]) not in keep]
             if stale_ids:
