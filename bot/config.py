@@ -363,7 +363,11 @@ def _describe(error: Mapping[str, Any], data: Mapping[str, Any] | None = None) -
         return f"{key}: required but missing{entry and ','}{entry}"
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ", "", 1)
     got = error.get("input")
-    hidden = key.endswith(("token", "webhook")) or isinstance(got, dict) or _looks_like_webhook(got)
+    hidden = (
+        key.endswith(("token", "webhook"))
+        or isinstance(got, dict)
+        or _looks_like_webhook(repr(got))
+    )
     shown = "" if hidden else f" (got {got!r})"
     if not message.startswith("expected "):  # validators that say it themselves
         message = f"expected {message}"

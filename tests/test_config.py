@@ -350,3 +350,27 @@ def test_webhook_url_forms(url: str) -> None:
 def test_bad_webhook_urls(url: str) -> None:
     with pytest.raises(WebhookURLError):
         parse_webhook_url(url)
+
+
+def test_a_webhook_url_given_as_the_source_is_refused_without_its_token(tmp_path: Path) -> None:
+    hook = "https://discord.com/api/webhooks/123456/SECRETtokenvalue"
+    path = tmp_path / "swapped.toml"
+    path.write_text(f'[[feeds]]\nurl = "{hook}"\nwebhook = "{hook}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    message = str(refused.value)
+    assert "feeds[0].url: That is a Discord webhook URL, where feedhook posts" in message
+    assert "SECRETtokenvalue" not in message
+
+
+def test_a_webhook_inside_a_malformed_feeds_value_is_not_shown(tmp_path: Path) -> None:
+    path = tmp_path / "list.toml"
+    path.write_text(
+        'feeds = [["https://blog.example/feed", '
+        '"https://discord.com/api/webhooks/1/SECRETtokenvalue"]]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert "SECRETtokenvalue" not in str(refused.value)
+    assert "feeds[0]" in str(refused.value)

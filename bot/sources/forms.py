@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
+from bot.webhooks import WebhookURLError, parse_webhook_url
+
 __all__ = [
     "NO_BRIDGES",
     "SourceFormError",
@@ -288,6 +290,14 @@ def _url_form(text: str, settings: SourceSettings) -> SourceRef:
 # --------------------------------------------------------------------------- entry points
 
 
+def _is_webhook_url(url: str) -> bool:
+    try:
+        parse_webhook_url(url)
+    except WebhookURLError:
+        return False
+    return True
+
+
 def parse_source(text: str, settings: SourceSettings | None = None) -> SourceRef:
     """The kind and canonical URL of a source as a person typed it.
 
@@ -306,6 +316,13 @@ def parse_source(text: str, settings: SourceSettings | None = None) -> SourceRef
     if typed.startswith("@"):
         return _at_form(typed)
     if colon and scheme in ("http", "https") and rest.startswith("//"):
+        if _is_webhook_url(typed):
+            # Never echoed: it holds the webhook's token.
+            raise SourceFormError(
+                "That is a Discord webhook URL, where feedhook posts, not a source to read; "
+                "give the feed's address as the source (in the config file the webhook URL "
+                "goes in `webhook`)."
+            )
         return _url_form(typed, settings)
     raise SourceFormError(
         f"{_shown(typed)} is not a feed URL or a source form feedhook knows; {_FORMS_HINT}."
