@@ -351,8 +351,7 @@ async def print_status(config: Config, *, out: TextIO) -> None:
 async def upgrade_database(config: Config) -> None:
     db = Database(config.database.url)
     try:
-        before = await db.current_revision()
-        await db.upgrade()
+        before = await db.upgrade()
     finally:
         await db.dispose()
     head = head_revision()

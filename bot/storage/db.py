@@ -25,7 +25,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import (
     MultipleResultsFound,
@@ -348,10 +348,11 @@ class Database:
         await self._in_thread(self._sqlite.dispose)
         self._thread.stop()
 
-    async def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+    async def upgrade(self) -> str | None:
+        """Bring the schema to the newest migration (idempotent); the revision it was at,
+        read under the migration lock (None: no feedhook tables)."""
         try:
-            await self.run_sync(_run_upgrade)
+            return await self.run_sync(_run_upgrade)
         except OperationalError as exc:
             raise self._unreachable(exc) from None
 
@@ -381,7 +382,19 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def _run_upgrade(connection: Connection) -> None:
+# pg_advisory_xact_lock key serialising migrations across processes ("fhmigr" in ASCII):
+# several `feedhook run` / `db upgrade` started together on one PostgreSQL database
+# otherwise race on CREATE TABLE alembic_version (a UniqueViolation on pg_type).
+MIGRATION_LOCK_KEY = 0x66686D69677200
+
+
+def _run_upgrade(connection: Connection) -> str | None:
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction ends: the others wait here, then find the schema
+        # at head and have nothing to do. (SQLite has one process per file.)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    before = MigrationContext.configure(connection).get_current_revision()
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
+    return before
