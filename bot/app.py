@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -65,6 +68,11 @@ USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 MAX_TICK_SECONDS = 5.0
 DELIVERY_TICK_SECONDS = 0.5
 STALE_CHECK_SECONDS = 600.0
+# Every process beats this often; one silent for DEAD_AFTER_SECONDS is taken for dead
+# and its claims are freed, so its work resumes elsewhere well within 30 s of a crash.
+HEARTBEAT_SECONDS = 3.0
+DEAD_AFTER_SECONDS = 15.0
+ROLES: Final = frozenset({"poller", "delivery", "bot"})
 # How often a relay on SQLite checks that its database file is still there.
 DATABASE_FILE_CHECK_SECONDS = 2.0
 STOP_TIMEOUT = 8.0
@@ -139,8 +147,11 @@ class App:
         *,
         clock: Clock = utcnow,
         bot_options: Mapping[str, Any] | None = None,
+        roles: Iterable[str] = ROLES,
     ) -> None:
         self.config = config
+        self.roles = frozenset(roles)
+        self.process_id: int | None = None
         # Extra discord.py Client options (tests shorten guild_ready_timeout).
         self.bot_options = dict(bot_options or {})
         self.clock = clock
@@ -185,42 +196,59 @@ class App:
                     released,
                     in_doubt,
                 )
+            # and so are the process rows it left
+            await self.store.forget_processes()
         await self.store.sync_config_feeds(config_feeds(self.config), now=self.clock())
+        await self._register()
         await self.fetcher.__aenter__()
         self.deliverer.open()
-        # One tick job, never overlapping itself; missed runs collapse into one.
+        # Heartbeats, the others' takeover, the delivery share: every few seconds.
         self.scheduler.add_job(
-            self.poller.tick,
+            self.beat,
             "interval",
-            seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
-            id="poll-tick",
+            seconds=HEARTBEAT_SECONDS,
+            id="heartbeat",
             max_instances=1,
             coalesce=True,
             next_run_time=self.clock(),
             misfire_grace_time=None,
         )
-        # Delivery checks the outbox often: a new item should reach Discord within
-        # a second or two of being found.
-        self.scheduler.add_job(
-            self.deliverer.tick,
-            "interval",
-            seconds=DELIVERY_TICK_SECONDS,
-            id="deliver-tick",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=self.clock(),
-            misfire_grace_time=None,
-        )
-        # Staleness is judged in hours and days: a look every few minutes is plenty.
-        self.scheduler.add_job(
-            self.check_staleness,
-            "interval",
-            seconds=STALE_CHECK_SECONDS,
-            id="stale-check",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
+        if "poller" in self.roles:
+            # One tick job, never overlapping itself; missed runs collapse into one.
+            self.scheduler.add_job(
+                self.poller.tick,
+                "interval",
+                seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
+                id="poll-tick",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=self.clock(),
+                misfire_grace_time=None,
+            )
+        if "delivery" in self.roles:
+            # Delivery checks the outbox often: a new item should reach Discord within
+            # a second or two of being found.
+            self.scheduler.add_job(
+                self.deliverer.tick,
+                "interval",
+                seconds=DELIVERY_TICK_SECONDS,
+                id="deliver-tick",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=self.clock(),
+                misfire_grace_time=None,
+            )
+        if "poller" in self.roles:
+            # Staleness is judged in hours and days: a look every few minutes is plenty.
+            self.scheduler.add_job(
+                self.check_staleness,
+                "interval",
+                seconds=STALE_CHECK_SECONDS,
+                id="stale-check",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         if self.file_lock is not None:
             self.scheduler.add_job(
                 self.check_database_file,
@@ -234,10 +262,16 @@ class App:
         if settle:
             settle_heap()
         self.scheduler.start()
-        if self.config.discord.token:
+        if self.config.discord.token and "bot" in self.roles:
             await self._start_bot()
         self._started = True
-        log.info("feedhook started version=%s feeds=%d", __version__, len(self.config.feeds))
+        log.info(
+            "feedhook started version=%s feeds=%d roles=%s process=%s",
+            __version__,
+            len(self.config.feeds),
+            ",".join(sorted(self.roles)),
+            self.process_id,
+        )
         if not self.config.feeds and not self.config.discord.token:
             log.warning(
                 "nothing to relay: add [[feeds]] tables to the config file "
@@ -268,6 +302,45 @@ class App:
             raise BotError(str(exc)) from None
         self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
         self._bot_task.add_done_callback(_log_bot_exit)
+
+    async def _register(self) -> None:
+        self.process_id = await self.store.register_process(
+            host=socket.gethostname(), pid=os.getpid(), roles=sorted(self.roles), now=self.clock()
+        )
+        self.poller.process_id = self.deliverer.process_id = self.process_id
+
+    async def beat(self) -> None:
+        """Say this process is alive, take over the claims of processes that stopped
+        beating, and take this process's share of the deployment's delivery limits."""
+        if self.process_id is None:
+            return
+        now = self.clock()
+        try:
+            if not await self.store.heartbeat(self.process_id, now=now):
+                # Taken for dead (a long pause, a network cut): its claims were freed
+                # and may be worked on by others; claims from now on carry a new id.
+                log.warning(
+                    "this process was taken for dead by the others; registering again process=%d",
+                    self.process_id,
+                )
+                await self._register()
+            dead_after = timedelta(seconds=DEAD_AFTER_SECONDS)
+            if self.db.dialect == "postgresql":
+                reaped = await self.store.reap_dead_processes(now=now, dead_after=dead_after)
+                if reaped.processes:
+                    log.warning(
+                        "took over from processes that stopped beating processes=%s "
+                        "sources=%d deliveries=%d",
+                        list(reaped.processes),
+                        reaped.sources,
+                        reaped.deliveries,
+                    )
+            live = await self.store.live_processes(now=now, dead_after=dead_after)
+        except Exception:
+            log.exception("heartbeat failed")
+            return
+        senders = sum("delivery" in p.roles for p in live)
+        self.deliverer.limiter.share(senders or 1)
 
     async def check_staleness(self) -> set[int]:
         """Log a warning for each source that turned stale since the last look."""
@@ -316,6 +389,9 @@ class App:
             self.scheduler.shutdown(wait=False)
         await self.fetcher.close()
         await self.deliverer.close()
+        if self.process_id is not None:
+            with suppress(Exception):  # the others forget it after DEAD_AFTER_SECONDS anyway
+                await self.store.deregister_process(self.process_id)
         await self.db.dispose()
         if self.file_lock is not None:
             self.file_lock.release()

@@ -12,12 +12,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from bot import __version__
-from bot.app import App, BotError, net_settings, source_resolver
+from bot.app import DEAD_AFTER_SECONDS, ROLES, App, BotError, net_settings, source_resolver
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
 from bot.logs import setup_logging
@@ -32,7 +32,7 @@ from bot.sources.resolve import fetch_source, parse_off_loop
 from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.filelock import running_relay, sqlite_path
-from bot.storage.store import REMOVED_FROM_CONFIG, Store
+from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, Store
 
 log = logging.getLogger("feedhook")
 
@@ -58,7 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config(sub.add_parser("run", help="poll sources and relay new items until stopped"))
+    run = with_config(sub.add_parser("run", help="poll sources and relay new items until stopped"))
+    run.add_argument(
+        "--role",
+        type=parse_roles,
+        default=ROLES,
+        metavar="ROLES",
+        help="what this process does: a comma-separated subset of poller, delivery, bot, "
+        "or all (the default); several processes on one PostgreSQL database can split the work",
+    )
     check = with_config(sub.add_parser("check", help="fetch and parse one source; store nothing"))
     check.add_argument(
         "source",
@@ -76,6 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     with_config(db_sub.add_parser("upgrade", help="apply schema migrations"))
     return parser
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """``--role``: "all", or a comma-separated subset of poller, delivery, bot."""
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    if names == {"all"}:
+        return ROLES
+    unknown = names - ROLES
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(sorted(unknown)) or 'nothing'} is not a role; give a comma-separated "
+            "subset of poller, delivery, bot, or all"
+        )
+    return frozenset(names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(logging_config)
     try:
         if args.command == "run":
-            asyncio.run(App(config).run_until_signalled())
+            if "bot" in args.role and args.role != ROLES and not config.discord.token:
+                print(
+                    "feedhook: --role bot answers slash commands, which needs a bot token: set "
+                    "discord.token in the config file or FEEDHOOK_DISCORD_TOKEN",
+                    file=sys.stderr,
+                )
+                return 2
+            asyncio.run(App(config, roles=args.role).run_until_signalled())
         elif args.command == "check":
             asyncio.run(check_source(config, args.source, as_json=args.json, out=sys.stdout))
         elif args.command == "status":
@@ -229,6 +258,15 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
     return f"next poll {when}"
 
 
+def _process_line(process: ProcessInfo, now: datetime) -> str:
+    gateway = "; holds the Discord gateway" if process.gateway else ""
+    return (
+        f"process {process.id}: {','.join(process.roles) or 'no role'} on {process.host} "
+        f"pid {process.pid}, up {_span(_seconds_since(process.started_at, now))}, "
+        f"last heartbeat {_ago(process.heartbeat_at, now)}{gateway}\n"
+    )
+
+
 def _subscription_advice(sub: SubscriptionState) -> str:
     """What an operator does about a subscription that is not posting."""
     if sub.paused and sub.enabled:
@@ -285,13 +323,17 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         states = await store.subscription_states()
         counts = await store.counts()
         times = await store.recent_item_times(per_source=WINDOW)
+        now = datetime.now(UTC)
+        live = await store.live_processes(now=now, dead_after=timedelta(seconds=DEAD_AFTER_SECONDS))
     finally:
         await db.dispose()
-    now = datetime.now(UTC)
     database_file = sqlite_path(config.database.url)
-    # SQLite: the run's file lock says whether one runs. PostgreSQL: unknown here.
+    # SQLite: the run's file lock says whether one runs (a crashed run's row lingers
+    # until the next start). PostgreSQL: the processes that beat recently.
     holder = running_relay(database_file) if database_file else None
-    running = (holder is not None) if database_file else None
+    running = (holder is not None) if database_file else bool(live)
+    if database_file and holder is None:
+        live = []
     health = with_stale(health, times, now)
     by_source: dict[int, list[SubscriptionState]] = {}
     for sub in states:
@@ -303,8 +345,14 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         f"{_plural(counts['items'], 'item')} seen, "
         f"{_plural(queued, 'delivery', 'deliveries')} queued\n"
     )
-    if running is not None:
+    if database_file:
         out.write(f"feedhook run: {'running, ' + holder if holder else 'not running'}\n")
+    elif not live:
+        out.write(
+            f"feedhook run: none running (no heartbeat in the last {DEAD_AFTER_SECONDS:g}s)\n"
+        )
+    for process in live:
+        out.write(_process_line(process, now))
     for source in health:
         subs = by_source.get(source.source_id, [])
         if source.last_polled_at is None:

@@ -109,6 +109,8 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        self.global_rate = global_rate
+        self.full_error_budget = error_budget
         self.interval = 1.0 / global_rate
         self.error_budget = error_budget
         self.clock = clock
@@ -199,6 +201,14 @@ class RateLimiter:
         except ValueError:
             log.debug("ignoring malformed rate limit headers webhook=%d", webhook_id)
 
+    def share(self, senders: int) -> None:
+        """Take a 1/``senders`` share of ``delivery.global_rate`` and of the error
+        budget: Discord limits the bot and the IP, not one process, so the delivery
+        processes of a deployment split them (their count comes from the heartbeats)."""
+        senders = max(1, senders)
+        self.interval = senders / self.global_rate
+        self.error_budget = max(1, self.full_error_budget // senders)
+
     def record_error(self) -> None:
         self._errors.append(self.clock())
 
@@ -277,6 +287,8 @@ class Deliverer:
         self.store = store
         self.settings = settings
         self._lease = timedelta(seconds=settings.lease)
+        # This process's row in `processes` (see Poller.process_id).
+        self.process_id: int | None = None
         # Posted messages are recorded together: one transaction per group, not per post.
         self._sent: GroupCommit[SentMark, None] = GroupCommit(
             store.mark_sent_many,
@@ -335,6 +347,7 @@ class Deliverer:
                 batch=self.settings.rows_per_claim,
                 lease=timedelta(seconds=self.settings.lease),
                 exclude=self._in_flight.keys(),
+                process=self.process_id,
             )
             if self._stopping:
                 # Stopped while claiming: nothing was sent now, so back to the queue
@@ -403,6 +416,7 @@ class Deliverer:
                     now=self.clock(),
                     batch=self.settings.rows_per_claim,
                     lease=timedelta(seconds=self.settings.lease),
+                    process=self.process_id,
                 )
         except Exception:
             log.exception("delivery crashed subscription=%d", job.subscription_id)

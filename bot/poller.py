@@ -236,6 +236,9 @@ class Poller:
         self.settings = settings
         self.clock = clock
         self.rng = rng
+        # This process's row in `processes` (set by the app): claims carry it, so the
+        # others free them as soon as this process stops beating.
+        self.process_id: int | None = None
         self._in_flight: dict[int, asyncio.Task[PollResult]] = {}
         # Outcomes without new items, written in batches by flush().
         self._outcomes: list[PollOutcome] = []
@@ -276,6 +279,7 @@ class Poller:
                 limit=free,
                 lease=timedelta(seconds=self.settings.claim_lease),
                 exclude=self._in_flight.keys(),
+                process=self.process_id,
             )
             if not due or self._stopping:
                 # Stopped while claiming: leave these; the claims lapse (SQLite

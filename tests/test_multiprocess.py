@@ -7,15 +7,18 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from bot.storage.db import head_revision
-from tests.conftest import POSTGRES_URL
+from bot.storage.store import Reaped, Store
+from tests.conftest import POSTGRES_URL, T0, Subscribe
+from tests.test_storage import item, ok
 
-pytestmark = pytest.mark.skipif(
+needs_postgres = pytest.mark.skipif(
     POSTGRES_URL is None, reason="set FEEDHOOK_TEST_POSTGRES_URL to run several processes"
 )
 
@@ -56,6 +59,7 @@ async def run_cli(*args: str, limit: float = 60) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@needs_postgres
 async def test_migrations_started_together_all_come_up(tmp_path: Path, pg_database: str) -> None:
     config = pg_config(tmp_path, pg_database)
     results = await asyncio.gather(
@@ -70,3 +74,62 @@ async def test_migrations_started_together_all_come_up(tmp_path: Path, pg_databa
     assert outs == [f"database already at revision {head}"] * 4 + [
         f"database upgraded from empty to {head}"
     ]
+
+
+# -- liveness, in the store (both backends) ----------------------------------------------
+
+
+async def test_a_dead_process_claims_are_freed_and_a_live_one_keeps_its_own(
+    store: Store, subscribe: Subscribe
+) -> None:
+    await subscribe("https://a.example/feed.xml")
+    await subscribe("https://b.example/feed.xml", hook=2)
+    dead = await store.register_process(host="h", pid=1, roles=["poller"], now=T0)
+    alive = await store.register_process(host="h", pid=2, roles=["poller", "delivery"], now=T0)
+    lease = timedelta(minutes=5)
+    (mine,) = await store.claim_due_sources(now=T0, limit=1, lease=lease, process=dead)
+    (theirs,) = await store.claim_due_sources(now=T0, limit=1, lease=lease, process=alive)
+    assert mine.id != theirs.id
+    later = T0 + timedelta(seconds=20)
+    assert await store.heartbeat(alive, now=later)
+    # the dead one beat last 20 s ago; nothing else is due: both sources are claimed
+    assert await store.claim_due_sources(now=later, limit=5, lease=lease) == []
+    reaped = await store.reap_dead_processes(now=later, dead_after=timedelta(seconds=15))
+    assert reaped.processes == (dead,)
+    assert reaped.sources >= 1
+    # its source is due again at once; the live process's claim stands
+    again = await store.claim_due_sources(now=later, limit=5, lease=lease, process=alive)
+    assert [s.id for s in again] == [mine.id]
+    assert not await store.heartbeat(dead, now=later)  # forgotten: it must register again
+    live = await store.live_processes(now=later, dead_after=timedelta(seconds=15))
+    assert [(p.id, p.roles) for p in live] == [(alive, ("poller", "delivery"))]
+    # reaping again finds nothing
+    assert (await store.reap_dead_processes(now=later, dead_after=timedelta(seconds=15))) == (
+        Reaped()
+    )
+
+
+async def test_a_dead_senders_deliveries_come_back_in_doubt_at_once(
+    store: Store, subscribe: Subscribe
+) -> None:
+    await subscribe("https://a.example/feed.xml")
+    (source,) = await store.claim_due_sources(now=T0, limit=1, lease=timedelta(minutes=5))
+    await store.record_items(
+        source.id,
+        [item("n1")],
+        to_queue={"n1"},
+        outcome=ok(source.id, at=T0),
+        meta=None,
+        first_poll=False,
+    )
+    dead = await store.register_process(host="h", pid=1, roles=["delivery"], now=T0)
+    lease = timedelta(seconds=60)
+    (job,) = await store.claim_deliveries(now=T0, limit=5, batch=10, lease=lease, process=dead)
+    later = T0 + timedelta(seconds=20)
+    # still leased for 40 s: nobody else may take it
+    assert await store.claim_deliveries(now=later, limit=5, batch=10, lease=lease) == []
+    reaped = await store.reap_dead_processes(now=later, dead_after=timedelta(seconds=15))
+    assert reaped.deliveries == 1
+    (again,) = await store.claim_deliveries(now=later, limit=5, batch=10, lease=lease)
+    assert [e.id for e in again.entries] == [e.id for e in job.entries]
+    assert all(e.in_doubt for e in again.entries)  # reconciled as after any crash

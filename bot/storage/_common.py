@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import Item, SocialPost
 from bot.storage.db import Database
-from bot.storage.tables import ItemRow, OutboxRow, SourceRow, SubscriptionRow
+from bot.storage.tables import ItemRow, OutboxRow, ProcessRow, SourceRow, SubscriptionRow
 
 T = TypeVar("T")
 
@@ -25,6 +25,7 @@ sources = SourceRow.__table__  # type: ignore[attr-defined]
 subscriptions = SubscriptionRow.__table__  # type: ignore[attr-defined]
 items = ItemRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+processes = ProcessRow.__table__  # type: ignore[attr-defined]
 
 # Generous room for the longest plausible summary; render.py trims to Discord's limits.
 MAX_STORED_SUMMARY = 16_000

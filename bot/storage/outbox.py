@@ -85,6 +85,7 @@ class OutboxMixin(StoreBase):
         batch: int,
         lease: timedelta,
         exclude: Iterable[int] = (),
+        process: int | None = None,
     ) -> list[DeliveryJob]:
         """Claim the oldest due outbox rows of up to ``limit`` subscriptions.
 
@@ -101,23 +102,26 @@ class OutboxMixin(StoreBase):
                 int(r[0])
                 for r in await conn.execute(_delivery_candidates_stmt(self.db.dialect), params)
             ]
-            return await self._claim_for_subscriptions(conn, sub_ids, now, batch, lease)
+            return await self._claim_for_subscriptions(conn, sub_ids, now, batch, lease, process)
 
     async def claim_subscription(
-        self, subscription_id: int, *, now: datetime, batch: int, lease: timedelta
+        self,
+        subscription_id: int,
+        *,
+        now: datetime,
+        batch: int,
+        lease: timedelta,
+        process: int | None = None,
     ) -> DeliveryJob | None:
         """Claim the next due rows of one subscription (its sender carries on)."""
         lock = _lock_subscription_stmt(self.db.dialect)
         async with self.db.write() as conn:
             if (await conn.execute(lock, {"b_id": subscription_id})).first() is None:
                 return None
-            return await self._claim_for_subscription(conn, subscription_id, now, batch, lease)
-
-    async def _claim_for_subscription(
-        self, conn: DbConnection, sub_id: int, now: datetime, batch: int, lease: timedelta
-    ) -> DeliveryJob | None:
-        jobs = await self._claim_for_subscriptions(conn, [sub_id], now, batch, lease)
-        return jobs[0] if jobs else None
+            jobs = await self._claim_for_subscriptions(
+                conn, [subscription_id], now, batch, lease, process
+            )
+            return jobs[0] if jobs else None
 
     async def _claim_for_subscriptions(
         self,
@@ -126,6 +130,7 @@ class OutboxMixin(StoreBase):
         now: datetime,
         batch: int,
         lease: timedelta,
+        process: int | None,
     ) -> list[DeliveryJob]:
         """Claim the leading due rows (up to ``batch``) of each subscription.
 
@@ -154,7 +159,9 @@ class OutboxMixin(StoreBase):
             return []
         ids = [row[0] for rows in claimed.values() for row in rows]
         for chunk in _chunks(ids, 500):
-            await conn.execute(_TAKE_ROWS, {"b_ids": chunk, "b_until": now + lease})
+            await conn.execute(
+                _TAKE_ROWS, {"b_ids": chunk, "b_until": now + lease, "b_process": process}
+            )
         subs = sorted(claimed)
         pending_totals = {
             int(sub): int(count)
@@ -443,7 +450,7 @@ _QUEUE_HEADS = _queue_heads()
 _TAKE_ROWS = (
     update(outbox)
     .where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
-    .values(state="sending", lease_until=bindparam("b_until"))
+    .values(state="sending", lease_until=bindparam("b_until"), claimed_by=bindparam("b_process"))
 )
 _QUEUED_COUNTS = (
     select(outbox.c.subscription_id, func.count())

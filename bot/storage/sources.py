@@ -79,7 +79,13 @@ class SourcesMixin(StoreBase):
         return int(row[0])
 
     async def claim_due_sources(
-        self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        exclude: Iterable[int] = (),
+        process: int | None = None,
     ) -> list[DueSource]:
         """Claim up to ``limit`` due sources for ``lease``.
 
@@ -93,6 +99,7 @@ class SourcesMixin(StoreBase):
             "b_until": now + lease,
             "b_limit": limit,
             "b_exclude": list(exclude),
+            "b_process": process,
         }
         rows = (await self.db.write_one(_claim_sources_stmt(self.db.dialect), params)).all()
         return [DueSource(*row) for row in rows]
@@ -217,7 +224,7 @@ def _claim_sources_stmt(dialect: str) -> Any:
     return (
         update(sources)
         .where(sources.c.id.in_(due.scalar_subquery()))
-        .values(claimed_until=bindparam("b_until"))
+        .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_process"))
         .returning(
             sources.c.id,
             sources.c.url,

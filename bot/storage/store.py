@@ -6,7 +6,8 @@ well under a millisecond of CPU per source.
 
 The queries live by concern, each a class over ``_common.StoreBase`` (which
 holds the database): ``sources.py``, ``items.py`` (items and poll recording),
-``subscriptions.py`` and ``outbox.py`` (deliveries). :class:`Store` combines
+``subscriptions.py``, ``outbox.py`` (deliveries) and ``processes.py`` (heartbeats,
+taking over a dead process's claims). :class:`Store` combines
 them; the names callers use are re-exported here.
 """
 
@@ -25,6 +26,7 @@ from bot.storage._common import (
 )
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
 from bot.storage.outbox import DeliveryJob, OutboxEntry, OutboxMixin, SentMark
+from bot.storage.processes import ProcessesMixin, ProcessInfo, Reaped
 from bot.storage.sources import DueSource, PollOutcome, SourcesMixin
 from bot.storage.subscriptions import ConfigFeed, SubscriptionsMixin
 
@@ -40,6 +42,8 @@ __all__ = [
     "OutboxEntry",
     "PollOutcome",
     "PollRecord",
+    "ProcessInfo",
+    "Reaped",
     "RecordedPoll",
     "SentMark",
     "Store",
@@ -50,7 +54,7 @@ __all__ = [
 ]
 
 
-class Store(SubscriptionsMixin, ItemsMixin, SourcesMixin, OutboxMixin):
+class Store(SubscriptionsMixin, ItemsMixin, SourcesMixin, OutboxMixin, ProcessesMixin):
     """The storage API: every concern's queries over one :class:`~bot.storage.db.Database`.
 
     ``SubscriptionsMixin`` builds on ``ItemsMixin`` and ``SourcesMixin`` (a new

@@ -40,8 +40,13 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
     # -- subscriptions from the config file ----------------------------------------
 
     async def sync_config_feeds(self, feeds: Sequence[ConfigFeed], *, now: datetime) -> None:
-        """Upsert ``[[feeds]]`` by (url, webhook); disable config subscriptions no longer listed."""
+        """Upsert ``[[feeds]]`` by (url, webhook); disable config subscriptions no longer listed.
+
+        On PostgreSQL under an advisory lock: processes started together with one config
+        would otherwise insert the same subscription at once and one would fail."""
         async with self.db.write() as conn:
+            if self.db.dialect == "postgresql":
+                await conn.execute(_CONFIG_SYNC_LOCK, {"b_key": CONFIG_SYNC_LOCK_KEY})
             keep: set[int] = set()
             for feed in feeds:
                 source_id = await self._ensure_source(conn, feed.url, now)
@@ -452,6 +457,10 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
 
 
 # -- statements built once (why: see _common.py) ---------------------------------------
+
+# pg_advisory_xact_lock key for the config sync ("fhsync" in ASCII).
+CONFIG_SYNC_LOCK_KEY = 0x66687379_6E63
+_CONFIG_SYNC_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key")))
 
 
 _LEARN_CHANNEL = (

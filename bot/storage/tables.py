@@ -31,6 +31,8 @@ class SourceRow(SQLModel, table=True):
     next_poll_at: datetime = Field(index=True)
     # Set while a poller works on the source; an expired claim is free again.
     claimed_until: datetime | None = Field(default=None)
+    # The process (processes.id) holding the claim: when it dies, others free it at once.
+    claimed_by: int | None = Field(default=None)
     last_polled_at: datetime | None = Field(default=None)
     last_success_at: datetime | None = Field(default=None)
     failing_since: datetime | None = Field(default=None)
@@ -111,7 +113,24 @@ class OutboxRow(SQLModel, table=True):
     attempts: int = Field(default=0)
     next_attempt_at: datetime
     lease_until: datetime | None = Field(default=None)
+    # The process (processes.id) whose sender holds the lease (see sources.claimed_by).
+    claimed_by: int | None = Field(default=None)
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime
     sent_at: datetime | None = Field(default=None)
+
+
+class ProcessRow(SQLModel, table=True):
+    """A running ``feedhook run``: what it does, and when it last said it was alive."""
+
+    __tablename__ = "processes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(sa_column=Column(Text, nullable=False))
+    pid: int
+    roles: str = Field(max_length=64)  # "poller,delivery,bot"
+    started_at: datetime
+    heartbeat_at: datetime = Field(index=True)
+    # holds the Discord gateway session (at most one live process at a time)
+    gateway: bool = Field(default=False)
