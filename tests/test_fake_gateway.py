@@ -5,6 +5,7 @@ loopback, with ``Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY`` pointed a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import zlib
@@ -34,6 +35,7 @@ NEWS = 900_000_000_000_000_011
 FORUM = 900_000_000_000_000_012
 MOD = 900_000_000_000_000_100
 GUEST = 900_000_000_000_000_101
+OTHER_GUILD = 900_000_000_000_000_002
 SUBSCRIPTIONS = ["example.com/feed.xml", "blog.example.org/atom", "news.invalid/rss"]
 
 
@@ -168,6 +170,26 @@ async def sync(bot: FeedBot) -> list[app_commands.AppCommand]:
     return await bot.tree.sync(guild=discord.Object(GUILD))
 
 
+@contextlib.asynccontextmanager
+async def running_bot() -> AsyncIterator[FeedBot]:
+    """One more client of the same bot (``point_discord_py_at`` must be in effect), ready."""
+    client = FeedBot()
+    await client.login(TOKEN)
+    runner = asyncio.create_task(client.connect(reconnect=False))
+    try:
+        await asyncio.wait_for(client.wait_until_ready(), 5)
+        yield client
+    finally:
+        await client.close()
+        await asyncio.wait_for(runner, 5)
+    assert runner.exception() is None
+
+
+def sequence(client: FeedBot) -> int | None:
+    """The last sequence number the client's gateway connection saw."""
+    return client.ws.sequence
+
+
 # --------------------------------------------------------------------------- gateway
 
 
@@ -258,6 +280,16 @@ async def test_reconnect_resumes_the_session(fake: FakeDiscord, bot: FeedBot) ->
     assert any(p["op"] == 6 for p in fake.gateway_received)
     assert fake.connected_sessions == 1
     assert len(fake.gateway_queries) == 2
+    # A resumed session is the same session: one open, never two, and no overlap.
+    assert await fake.wait_for_open_sessions(1, within=2) == 1
+    assert (fake.identify_count, fake.resume_count) == (1, 1)
+    [identified, again] = fake.session_log
+    assert (identified.how, again.how) == ("identify", "resume")
+    assert identified.session_id == again.session_id
+    assert not identified.is_open
+    assert again.is_open
+    assert fake.max_concurrent_sessions == 1
+    assert fake.session_overlaps() == []
     record = await fake.invoke(GUILD, TEXT, MOD, "feed", "add", {"url": "https://a.example/"})
     assert (await record.wait_for_response()).content.startswith("added https://a.example/")
 
@@ -294,6 +326,209 @@ async def test_raw_gateway_protocol(fake: FakeDiscord) -> None:
             assert (created["t"], created["s"]) == ("GUILD_CREATE", 2)
             assert {c["id"] for c in created["d"]["channels"]} == {str(TEXT), str(NEWS), str(FORUM)}
             await fake.wait_until_connected(within=2)
+
+
+# --------------------------------------------------------------------------- several sessions
+
+
+async def test_two_clients_both_get_every_event_and_only_one_ack_wins(
+    fake: FakeDiscord, point_discord_py_at: None
+) -> None:
+    """Two processes with one token, as on Discord: both sessions get every dispatch with
+    their own sequence numbers, both get the interaction, the second ack is refused."""
+    async with running_bot() as first:
+        assert await fake.wait_for_open_sessions(1, within=5) == 1
+        assert sequence(first) == 2  # READY, GUILD_CREATE
+        updated = asyncio.ensure_future(first.wait_for("webhooks_update", timeout=2))
+        hooks = {"guild_id": str(GUILD), "channel_id": str(TEXT)}
+        assert await fake.dispatch("WEBHOOKS_UPDATE", hooks) == 1
+        assert (await updated).id == TEXT
+        assert sequence(first) == 3
+
+        async with running_bot() as second:
+            assert await fake.wait_for_open_sessions(2, within=5) == 2
+            assert sequence(second) == 2
+            assert fake.identify_count == 2
+            assert fake.max_concurrent_sessions == 2
+            assert len(set(fake.open_session_ids)) == 2
+            [(older, newer)] = fake.session_overlaps()
+            assert older.is_open
+            assert newer.is_open
+            assert (older.how, newer.how) == ("identify", "identify")
+            assert older.peer is not None
+            assert older.peer.startswith("127.0.0.1:")
+
+            both = (first, second)
+            updates = [
+                asyncio.ensure_future(c.wait_for("webhooks_update", timeout=2)) for c in both
+            ]
+            assert await fake.dispatch("WEBHOOKS_UPDATE", hooks) == 2
+            assert [(await u).id for u in updates] == [TEXT, TEXT]
+            assert (sequence(first), sequence(second)) == (4, 3)  # each session's own numbers
+
+            joined = [asyncio.ensure_future(c.wait_for("guild_join", timeout=2)) for c in both]
+            await fake.join_guild(OTHER_GUILD, name="Second")
+            assert [(await j).name for j in joined] == ["Second", "Second"]
+            deleted = [
+                asyncio.ensure_future(c.wait_for("guild_channel_delete", timeout=2)) for c in both
+            ]
+            await fake.delete_channel(FORUM)
+            assert [(await d).id for d in deleted] == [FORUM, FORUM]
+            left = [asyncio.ensure_future(c.wait_for("guild_remove", timeout=2)) for c in both]
+            await fake.remove_guild(OTHER_GUILD)
+            assert [(await g).id for g in left] == [OTHER_GUILD, OTHER_GUILD]
+            assert (sequence(first), sequence(second)) == (7, 6)
+
+            await sync(first)  # only one of them syncs
+            assert fake.command_sync_count == 1
+            [synced] = fake.command_syncs
+            assert (synced.guild_id, synced.names, synced.status) == (GUILD, ("feed",), 200)
+
+            seen = [asyncio.ensure_future(c.wait_for("interaction", timeout=2)) for c in both]
+            record = await fake.invoke(GUILD, TEXT, MOD, "feed", "add", {"url": "https://both/"})
+            assert len(set(record.delivered_to)) == 2
+            assert [(await s).id for s in seen] == [record.id, record.id]
+            assert (sequence(first), sequence(second)) == (8, 7)
+            replies = await record.wait_for_replies(2)
+            assert [(r.kind, r.type) for r in replies] == [("callback", 4), ("callback", 4)]
+            assert sorted(r.status for r in replies) == [200, 400]
+            assert (await record.wait_for_response()).content.startswith("added https://both/")
+            failed = [asyncio.ensure_future(c.command_failed.wait()) for c in both]
+            _, waiting = await asyncio.wait(failed, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            [error] = first.command_errors + second.command_errors
+            assert isinstance(error, app_commands.CommandInvokeError)
+            assert isinstance(error.original, discord.HTTPException)
+            assert (error.original.status, error.original.code) == (400, 40060)
+            assert error.original.text == "Interaction has already been acknowledged."
+
+            url = f"{fake.api_base}/interactions/{record.id}/{record.token}/callback"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url, json={"type": 4, "data": {"content": "third"}}) as resp,
+            ):
+                assert resp.status == 400
+                assert await resp.json() == {
+                    "code": 40060,
+                    "message": "Interaction has already been acknowledged.",
+                }
+
+        assert await fake.wait_for_open_sessions_at_most(1, within=5) == 1
+        assert fake.open_sessions == 1
+        assert fake.max_concurrent_sessions == 2  # the peak stays
+        [closed] = [s for s in fake.session_log if not s.is_open]
+        # discord.py 2.7's Client.close() usually ends up sending 4000 (its read loop closes
+        # the socket first), so the session stays resumable: not open, but not forgotten.
+        assert closed.close_code in (1000, 4000)
+        assert closed.closed_at is not None
+        assert closed.closed_at > closed.opened_at
+        assert fake.open_session_ids == [s.session_id for s in fake.session_log if s.is_open]
+
+        record = await fake.invoke(GUILD, TEXT, MOD, "feed", "add", {"url": "https://one/"})
+        assert len(record.delivered_to) == 1
+        [reply] = await record.wait_for_replies(1)
+        assert reply.status == 200
+        assert len(first.command_errors + second.command_errors) == 1
+    assert await fake.wait_for_open_sessions_at_most(0, within=5) == 0
+    assert fake.identify_count == 2
+    assert fake.command_sync_count == 1
+    assert len(fake.session_overlaps()) == 1
+
+
+async def test_clients_one_after_the_other_never_overlap(
+    fake: FakeDiscord, point_discord_py_at: None
+) -> None:
+    async with running_bot() as first:
+        assert await fake.wait_for_open_sessions(1, within=5) == 1
+        await first.tree.sync()  # global: nothing
+        await sync(first)
+        with pytest.raises(TimeoutError, match="2 open gateway session"):
+            await fake.wait_for_open_sessions(2, within=0.1)
+    assert await fake.wait_for_open_sessions_at_most(0, within=5) == 0
+    async with running_bot() as second:
+        assert await fake.wait_for_open_sessions(1, within=5) == 1
+        record = await fake.invoke(GUILD, TEXT, MOD, "feed", "add", {"url": "https://b/"})
+        assert (await record.wait_for_response()).content.startswith("added https://b/")
+        assert len(record.delivered_to) == 1
+        assert second.command_errors == []
+        with pytest.raises(TimeoutError, match="at most 0 open gateway session"):
+            await fake.wait_for_open_sessions_at_most(0, within=0.1)
+
+    assert fake.identify_count == 2
+    assert fake.max_concurrent_sessions == 1
+    assert fake.session_overlaps() == []
+    one, two = fake.session_log
+    assert one.session_id != two.session_id
+    assert one.closed_at is not None
+    assert one.closed_at <= two.opened_at
+    assert [(s.guild_id, s.names, s.ok) for s in fake.command_syncs] == [
+        (None, (), True),
+        (GUILD, ("feed",), True),
+    ]
+    assert fake.command_sync_count == 2
+    assert [s.guild_id for s in await fake.wait_for_command_syncs(2, within=1)] == [None, GUILD]
+
+
+async def test_raw_sessions_numbering_drop_and_resume(fake: FakeDiscord) -> None:
+    """Without discord.py: per-session sequence numbers; a session whose websocket drops
+    without a clean close is no longer open but keeps its events for the RESUME."""
+    url = f"{fake.gateway_url}?v=10&encoding=json"
+    identify = {"op": 2, "d": {"token": TOKEN, "intents": 1, "properties": {}}}
+    delete = {"id": str(FORUM), "type": 15, "guild_id": str(GUILD)}
+
+    async def dispatches(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[Any]:
+        return [await ws.receive_json(timeout=2) for _ in range(count)]
+
+    async with aiohttp.ClientSession() as http:
+        a = await http.ws_connect(url)
+        b = await http.ws_connect(url)
+        try:
+            assert (await a.receive_json(timeout=2))["op"] == 10
+            await a.send_json(identify)
+            ready_a, _ = await dispatches(a, 2)
+            assert await fake.dispatch("CHANNEL_DELETE", delete) == 1
+            [first] = await dispatches(a, 1)
+            assert (first["t"], first["s"]) == ("CHANNEL_DELETE", 3)
+
+            assert (await b.receive_json(timeout=2))["op"] == 10
+            await b.send_json(identify)
+            ready_b, _ = await dispatches(b, 2)
+            assert ready_b["d"]["session_id"] != ready_a["d"]["session_id"]
+            assert await fake.wait_for_open_sessions(2, within=2) == 2
+            assert await fake.dispatch("CHANNEL_DELETE", delete) == 2
+            [on_a], [on_b] = await dispatches(a, 1), await dispatches(b, 1)
+            assert (on_a["s"], on_b["s"]) == (4, 3)
+
+            await a.close(code=4000)  # not 1000/1001: the session may be resumed
+            assert await fake.wait_for_open_sessions_at_most(1, within=2) == 1
+            assert fake.open_session_ids == [ready_b["d"]["session_id"]]
+            assert await fake.dispatch("CHANNEL_DELETE", delete) == 2  # kept for a's replay
+            [on_b] = await dispatches(b, 1)
+            assert on_b["s"] == 4
+
+            a = await http.ws_connect(url)
+            assert (await a.receive_json(timeout=2))["op"] == 10
+            session_a = ready_a["d"]["session_id"]
+            resume = {"token": TOKEN, "session_id": session_a, "seq": 4}
+            await a.send_json({"op": 6, "d": resume})
+            replayed, resumed = await dispatches(a, 2)
+            assert (replayed["t"], replayed["s"]) == ("CHANNEL_DELETE", 5)
+            assert (resumed["t"], resumed["s"]) == ("RESUMED", 6)
+            assert await fake.wait_for_open_sessions(2, within=2) == 2
+        finally:
+            await a.close()
+            await b.close()
+    assert await fake.wait_for_open_sessions_at_most(0, within=2) == 0
+    assert (fake.identify_count, fake.resume_count) == (2, 1)
+    assert fake.max_concurrent_sessions == 2
+    assert [(s.how, s.close_code) for s in fake.session_log] == [
+        ("identify", 4000),
+        ("identify", 1000),
+        ("resume", 1000),
+    ]
+    assert len(fake.session_overlaps()) == 2  # b overlapped both stretches of a
 
 
 # --------------------------------------------------------------------------- app commands

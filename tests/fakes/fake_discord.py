@@ -54,6 +54,15 @@ posted with ``?with_response=1`` and parsed as an InteractionCallbackResponse
 Gateway (``/gateway``): HELLO, HEARTBEAT_ACK, IDENTIFY (token must equal ``bot_token``; else
 close 4004) -> READY + one GUILD_CREATE per guild (with the GUILDS intent), RESUME with replay
 of missed events (else INVALID_SESSION), RECONNECT on request; events are filtered by intents.
+Several sessions of the bot (several clients with the same token, unsharded) are all
+served as Discord serves them: every identified session gets every dispatch, GUILD_CREATE,
+CHANNEL_DELETE, ..., and INTERACTION_CREATE alike, each numbered by its own sequence; the
+first callback to an interaction wins, the others get 400/40060. For tests that need at most
+one session at a time: ``open_sessions``, ``open_session_ids``, ``max_concurrent_sessions``,
+``identify_count``/``resume_count``, ``session_log`` (``GatewaySessionSpan``: monotonic open
+and close times) with ``session_overlaps()``, ``wait_for_open_sessions(n)`` and
+``wait_for_open_sessions_at_most(n)``; command overwrites are in ``command_syncs``
+(``command_sync_count``, ``wait_for_command_syncs``).
 Interactions: ``invoke``/``autocomplete`` build INTERACTION_CREATE from the *synced* command
 definition and check options like Discord's client does; ``FakeInteraction`` collects every
 callback (3 s deadline -> 404/10062; a second ack -> 400/40060), followup (the first after a
@@ -246,6 +255,55 @@ class RequestRecord(NamedTuple):
     method: str
     path: str
     status: int
+
+
+@dataclass
+class GatewaySessionSpan:
+    """One stretch of time during which a gateway session was open: identified (READY
+    sent) or resumed (RESUMED sent) on a live websocket, until that websocket closed or
+    another connection resumed the session. Times are ``time.monotonic()`` (CLOCK_MONOTONIC,
+    comparable with other processes on the same machine), not ``FakeDiscord.clock``.
+
+    A session that reconnects and RESUMEs gets a new span with the same ``session_id`` and
+    ``how == "resume"``; spans of one session never count as an overlap."""
+
+    session_id: str
+    how: str
+    """``"identify"`` or ``"resume"``."""
+    opened_at: float
+    closed_at: float | None = None
+    """``None`` while open."""
+    close_code: int | None = None
+    """The websocket close code (1000 from ``Client.close()``, 1006/``None`` when the peer
+    vanished, 4000 "Session resumed elsewhere.", ...); ``None`` while open."""
+    peer: str | None = None
+    """``"host:port"`` of the client's end of the websocket."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    def overlaps(self, other: GatewaySessionSpan) -> bool:
+        """Whether the two spans were open at the same time (touching ends do not count)."""
+        end = math.inf if self.closed_at is None else self.closed_at
+        other_end = math.inf if other.closed_at is None else other.closed_at
+        return self.opened_at < other_end and other.opened_at < end
+
+
+class CommandSync(NamedTuple):
+    """One ``PUT /applications/{id}/commands`` (``guild_id None``) or
+    ``PUT /applications/{id}/guilds/{guild_id}/commands`` request, accepted or not."""
+
+    at: float
+    """``time.monotonic()`` when it was answered."""
+    guild_id: int | None
+    names: tuple[str, ...]
+    """The command names in the body (empty for an empty overwrite or a bad body)."""
+    status: int
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass
@@ -496,6 +554,11 @@ class FakeInteraction:
     choices: list[dict[str, Any]] | None = None
     response_type: int | None = None
     """The accepted callback's type, ``None`` until the bot acknowledged."""
+    delivered_to: list[str] = field(default_factory=list)
+    """Ids of the gateway sessions INTERACTION_CREATE reached over a live websocket, in the
+    order sent (every open session of the bot gets it, as on Discord; only the first callback
+    is accepted, later ones get 40060). Sessions waiting for a RESUME get it in their replay
+    but are not listed."""
 
     @property
     def acknowledged(self) -> bool:
@@ -628,10 +691,15 @@ def _zstd_stream() -> Callable[[bytes], bytes] | None:
 class _GatewayConnection:
     """One websocket. Sends are serialised: compressed frames must arrive in order."""
 
-    def __init__(self, ws: web.WebSocketResponse, encoder: _Encoder) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, encoder: _Encoder, peer: str | None = None
+    ) -> None:
         self.ws = ws
         self.encoder = encoder
+        self.peer = peer
         self.session: _GatewaySession | None = None
+        self.span: GatewaySessionSpan | None = None
+        """Set while this connection holds its session open (see ``session_log``)."""
         self._lock = asyncio.Lock()
 
     async def send(self, payload: Mapping[str, Any]) -> bool:
@@ -662,7 +730,10 @@ class _GatewaySession:
     shard: tuple[int, int] | None
     connection: _GatewayConnection | None
     seq: int = 0
+    ready_sent: bool = False
+    """READY went out: from now on the session gets every dispatch."""
     ready: bool = False
+    """READY and the initial GUILD_CREATEs went out."""
     backlog: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -756,6 +827,16 @@ class FakeDiscord:
         """The query string of every gateway connection (``v``, ``encoding``, ``compress``)."""
         self.gateway_received: list[dict[str, Any]] = []
         """Every payload clients sent on the gateway, tokens replaced by ``":token"``."""
+        self.identify_count = 0
+        """IDENTIFY (op 2) payloads received, accepted or not."""
+        self.resume_count = 0
+        """RESUME (op 6) payloads received, accepted or not."""
+        self.session_log: list[GatewaySessionSpan] = []
+        """When each gateway session was open, oldest first (see ``GatewaySessionSpan``)."""
+        self.max_concurrent_sessions = 0
+        """The most sessions that were open at once (``open_sessions``) over the fake's life."""
+        self.command_syncs: list[CommandSync] = []
+        """Every bulk overwrite of application commands (global or guild), in order."""
 
         self.app = web.Application(middlewares=[self._middleware])
         self._add_routes()
@@ -1334,8 +1415,10 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: Any) -> int:
         """Send ``{"op": 0, "t": event, "d": data}`` to every gateway session whose intents
         cover the event (GUILDS for GUILD_*/CHANNEL_*/THREAD_*, GUILD_WEBHOOKS for
-        WEBHOOKS_UPDATE, ...; other events go to all). Sessions that lost their connection
-        but may RESUME keep it for the replay. Returns how many sessions got it."""
+        WEBHOOKS_UPDATE, ...; other events go to all), each with its own sequence number,
+        as Discord does for an unsharded bot with several sessions. A session still being
+        identified gets it after its READY and GUILD_CREATEs. Sessions that lost their
+        connection but may RESUME keep it for the replay. Returns how many sessions got it."""
         sent = 0
         for session in list(self._sessions.values()):
             if session.wants(event, data):
@@ -1355,7 +1438,74 @@ class FakeDiscord:
 
     @property
     def connected_sessions(self) -> int:
+        """Sessions with a websocket attached, identified completely or not (see
+        ``open_sessions`` for the count issue-13 tests want)."""
         return sum(1 for s in self._sessions.values() if s.connection is not None)
+
+    @property
+    def open_sessions(self) -> int:
+        """Gateway sessions open now: READY (or RESUMED) sent on a websocket that is still
+        connected. A session whose websocket dropped without a clean close is not open,
+        although ``dispatch`` keeps its events in case it RESUMEs."""
+        return sum(1 for c in self._connections if c.span is not None)
+
+    @property
+    def open_session_ids(self) -> list[str]:
+        """The ids (READY's ``session_id``) of the sessions open now."""
+        return [c.span.session_id for c in self._connections if c.span is not None]
+
+    def session_overlaps(self) -> list[tuple[GatewaySessionSpan, GatewaySessionSpan]]:
+        """Pairs of ``session_log`` spans of *different* sessions that were open at the same
+        time, earlier span first. Empty: no two sessions ever held the gateway at once."""
+        spans = sorted(self.session_log, key=lambda span: span.opened_at)
+        return [
+            (first, second)
+            for i, first in enumerate(spans)
+            for second in spans[i + 1 :]
+            if first.session_id != second.session_id and first.overlaps(second)
+        ]
+
+    async def wait_for_open_sessions(self, count: int = 1, *, within: float = 10.0) -> int:
+        """Wait until at least ``count`` sessions are open (``open_sessions``) and return how
+        many are; ``TimeoutError`` after ``within`` seconds."""
+
+        def enough() -> int | None:
+            now = self.open_sessions
+            return now if now >= count else None
+
+        return await self._wait_until(
+            enough, within, f"{count} open gateway session(s) (open: {self.open_sessions})"
+        )
+
+    async def wait_for_open_sessions_at_most(self, count: int = 0, *, within: float = 10.0) -> int:
+        """Wait until at most ``count`` sessions are open (e.g. after a client closed or a
+        process died) and return how many are; ``TimeoutError`` after ``within`` seconds."""
+
+        def few_enough() -> int | None:
+            now = self.open_sessions
+            return now if now <= count else None
+
+        return await self._wait_until(
+            few_enough, within, f"at most {count} open gateway session(s)"
+        )
+
+    @property
+    def command_sync_count(self) -> int:
+        """Accepted command overwrites so far, global and guild ones together (filter
+        ``command_syncs`` for one scope)."""
+        return sum(1 for sync in self.command_syncs if sync.ok)
+
+    async def wait_for_command_syncs(
+        self, count: int = 1, *, within: float = 10.0
+    ) -> list[CommandSync]:
+        """Wait until ``count`` command overwrites were accepted and return those accepted;
+        ``TimeoutError`` after ``within`` seconds."""
+
+        def enough() -> list[CommandSync] | None:
+            accepted = [sync for sync in self.command_syncs if sync.ok]
+            return accepted if len(accepted) >= count else None
+
+        return await self._wait_until(enough, within, f"{count} command sync(s)")
 
     async def request_reconnect(self) -> int:
         """Send op 7 RECONNECT on every connection (clients then RESUME); returns how many."""
@@ -1367,9 +1517,15 @@ class FakeDiscord:
         return count
 
     async def join_guild(self, guild_id: int, **kwargs: Any) -> FakeGuild:
-        """``add_guild`` and send GUILD_CREATE to connected sessions (``on_guild_join``)."""
+        """``add_guild`` and send GUILD_CREATE to connected sessions (``on_guild_join``).
+
+        A join's GUILD_CREATE has no ``unavailable`` key: ``"unavailable": false`` marks a
+        guild coming back from an outage, which discord.py reports as ``on_guild_available``.
+        """
         guild = self.add_guild(guild_id, **kwargs)
-        await self.dispatch("GUILD_CREATE", self.guild_json(guild_id))
+        data = self.guild_json(guild_id)
+        del data["unavailable"]
+        await self.dispatch("GUILD_CREATE", data)
         return guild
 
     async def remove_guild(self, guild_id: int) -> None:
@@ -1655,12 +1811,13 @@ class FakeDiscord:
         return value
 
     async def _deliver(self, interaction: FakeInteraction) -> None:
+        """INTERACTION_CREATE to every identified session covering the guild (those waiting
+        for a RESUME get it in their replay), as Discord does: with several sessions of one
+        bot each gets the interaction, and only the first callback is accepted."""
         sessions = [
-            s
-            for s in self._sessions.values()
-            if s.ready and s.connection is not None and s.covers(interaction.guild_id)
+            s for s in self._sessions.values() if s.ready_sent and s.covers(interaction.guild_id)
         ]
-        if not sessions:
+        if not any(s.ready and s.connection is not None for s in sessions):
             raise RuntimeError(
                 "no gateway session is connected: start the bot and await "
                 "fake.wait_until_connected() first"
@@ -1668,7 +1825,10 @@ class FakeDiscord:
         self.interactions[interaction.id] = interaction
         self._interactions_by_token[interaction.token] = interaction
         interaction.created_at = self.clock()
-        await self._send_dispatch(sessions[0], "INTERACTION_CREATE", interaction.payload)
+        for session in sessions:
+            async with session.lock:
+                if await self._emit(session, "INTERACTION_CREATE", interaction.payload):
+                    interaction.delivered_to.append(session.id)
         self._notify()
 
     def _interaction_for(self, application_id: int, token: str) -> FakeInteraction | None:
@@ -1902,7 +2062,9 @@ class FakeDiscord:
         self.gateway_queries.append(query)
         await ws.prepare(request)
         encoder = _Encoder.create(query.get("compress"))
-        connection = _GatewayConnection(ws, encoder or _Encoder(None))
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else None
+        connection = _GatewayConnection(ws, encoder or _Encoder(None), peer)
         self._connections.add(connection)
         try:
             if query.get("v", str(GATEWAY_VERSION)) != str(GATEWAY_VERSION):
@@ -1919,6 +2081,7 @@ class FakeDiscord:
             self.internal_errors.append(exc)
             await connection.close(4000, b"Unknown error.")
         finally:
+            self._close_span(connection, ws.close_code)
             self._connections.discard(connection)
             session = connection.session
             if session is not None and session.connection is connection:
@@ -1947,6 +2110,10 @@ class FakeDiscord:
             if op == 1:
                 await connection.send({"op": 11, "d": None, "s": None, "t": None})
             elif op in (2, 6):
+                if op == 2:
+                    self.identify_count += 1
+                else:
+                    self.resume_count += 1
                 if connection.session is not None:
                     await connection.close(4005, b"Already authenticated.")
                     return
@@ -2013,11 +2180,17 @@ class FakeDiscord:
         }
         if shard is not None:
             ready["shard"] = list(shard)
-        await self._send_dispatch(session, "READY", ready)
-        if intents & INTENT_GUILDS:
-            for guild in guilds:
-                await self._send_dispatch(session, "GUILD_CREATE", self.guild_json(guild.id))
-        session.ready = True
+        # Held throughout: dispatches to this session wait until READY and its GUILD_CREATEs
+        # went out, so they always follow them.
+        async with session.lock:
+            sent = await self._emit(session, "READY", ready)
+            session.ready_sent = True
+            if sent:
+                self._open_span(connection, session, "identify")
+            if intents & INTENT_GUILDS:
+                for guild in guilds:
+                    await self._emit(session, "GUILD_CREATE", self.guild_json(guild.id))
+            session.ready = True
         self._notify()
         return True
 
@@ -2041,8 +2214,10 @@ class FakeDiscord:
             # Not resumable: the client has to identify anew.
             await connection.send({"op": 9, "d": False, "s": None, "t": None})
             return True
-        previous = session.connection
         async with session.lock:
+            previous = session.connection
+            if previous is not None and previous is not connection:
+                self._close_span(previous, 4000)
             session.connection = connection
             connection.session = session
             for event in session.backlog:
@@ -2050,7 +2225,8 @@ class FakeDiscord:
                     await connection.send(event)
             session.seq += 1
             resumed = {"op": 0, "t": "RESUMED", "s": session.seq, "d": {"_trace": ["fake"]}}
-            await connection.send(resumed)
+            if await connection.send(resumed):
+                self._open_span(connection, session, "resume")
         if previous is not None and previous is not connection:
             previous.session = None
             await previous.close(4000, b"Session resumed elsewhere.")
@@ -2059,12 +2235,37 @@ class FakeDiscord:
 
     async def _send_dispatch(self, session: _GatewaySession, event: str, data: Any) -> None:
         async with session.lock:
-            session.seq += 1
-            payload = {"op": 0, "t": event, "s": session.seq, "d": data}
-            session.backlog.append(payload)
-            del session.backlog[:-_BACKLOG]
-            if session.connection is not None:
-                await session.connection.send(payload)
+            await self._emit(session, event, data)
+
+    async def _emit(self, session: _GatewaySession, event: str, data: Any) -> bool:
+        """Number, keep for RESUME and send one dispatch; the caller holds ``session.lock``.
+        Whether it reached a websocket."""
+        session.seq += 1
+        payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.backlog.append(payload)
+        del session.backlog[:-_BACKLOG]
+        if session.connection is None:
+            return False
+        return await session.connection.send(payload)
+
+    def _open_span(
+        self, connection: _GatewayConnection, session: _GatewaySession, how: str
+    ) -> None:
+        self._close_span(connection, None)
+        span = GatewaySessionSpan(
+            session_id=session.id, how=how, opened_at=time.monotonic(), peer=connection.peer
+        )
+        connection.span = span
+        self.session_log.append(span)
+        self.max_concurrent_sessions = max(self.max_concurrent_sessions, self.open_sessions)
+        self._notify()
+
+    def _close_span(self, connection: _GatewayConnection, code: int | None) -> None:
+        span, connection.span = connection.span, None
+        if span is not None:
+            span.closed_at = time.monotonic()
+            span.close_code = code
+            self._notify()
 
     # ------------------------------------------------------------------ bot REST routes
 
@@ -2118,6 +2319,23 @@ class FakeDiscord:
         return _json_response(self.synced_commands(scope), 200)
 
     async def _put_commands(self, request: web.Request) -> web.Response:
+        """Bulk overwrite, recorded in ``command_syncs`` whatever the outcome."""
+        names: list[str] = []
+        response = await self._overwrite_commands(request, names)
+        raw_guild = request.match_info.get("guild_id")
+        self.command_syncs.append(
+            CommandSync(
+                at=time.monotonic(),
+                guild_id=None if raw_guild is None else int(raw_guild),
+                names=tuple(names),
+                status=response.status,
+            )
+        )
+        self._notify()
+        return response
+
+    async def _overwrite_commands(self, request: web.Request, names: list[str]) -> web.Response:
+        """``names`` gets the command names of a well-formed body."""
         denied = self._bot_auth(request)
         if denied is not None:
             return denied
@@ -2132,6 +2350,7 @@ class FakeDiscord:
         if not isinstance(body, list):
             errors.add((), "LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
             return _form_error(errors, {})
+        names.extend(str(c.get("name")) for c in body if isinstance(c, dict))
         if len(body) > 100:
             errors.add((), "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
         seen: set[tuple[Any, Any]] = set()
