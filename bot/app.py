@@ -25,6 +25,8 @@ from bot.sources.resolve import SourceResolver
 from bot.staleness import WINDOW, StaleWatch
 from bot.storage.db import Database, DatabaseError
 from bot.storage.filelock import DatabaseFileLock, sqlite_path
+from bot.storage.gateway_lock import CHECK_INTERVAL as GATEWAY_CHECK_INTERVAL
+from bot.storage.gateway_lock import TAKEOVER_DELAY, GatewayLock
 from bot.storage.store import ConfigFeed, Store
 
 if TYPE_CHECKING:
@@ -167,6 +169,9 @@ class App:
         self.stale_watch = StaleWatch()
         self.bot: FeedhookBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
+        # PostgreSQL: the processes with the bot role take turns holding the gateway.
+        self.gateway_lock: GatewayLock | None = None
+        self._gateway_task: asyncio.Task[None] | None = None
         database_file = sqlite_path(config.database.url)
         self.file_lock = DatabaseFileLock(database_file) if database_file else None
         # Set when the relay must stop on its own (its database file vanished);
@@ -263,7 +268,14 @@ class App:
             settle_heap()
         self.scheduler.start()
         if self.config.discord.token and "bot" in self.roles:
-            await self._start_bot()
+            if self.db.dialect == "postgresql":
+                self.gateway_lock = GatewayLock(self.config.database.url)
+                self._gateway_task = asyncio.create_task(
+                    self._hold_gateway(self.gateway_lock), name="gateway-lock"
+                )
+                self._gateway_task.add_done_callback(_log_bot_exit)
+            else:
+                await self._start_bot()
         self._started = True
         log.info(
             "feedhook started version=%s feeds=%d roles=%s process=%s",
@@ -302,6 +314,45 @@ class App:
             raise BotError(str(exc)) from None
         self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
         self._bot_task.add_done_callback(_log_bot_exit)
+
+    async def _close_bot(self) -> None:
+        bot, self.bot = self.bot, None
+        task, self._bot_task = self._bot_task, None
+        if bot is not None:
+            await bot.close()
+        if task is not None and not task.done():
+            # connect() returns once the client is closed; give it a moment, then stop it
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+
+    async def _hold_gateway(self, lock: GatewayLock) -> None:
+        """Take the gateway lock when it is free and connect the bot while holding it;
+        close the session the moment the lock is lost (see bot.storage.gateway_lock)."""
+        while True:
+            if lock.held:
+                if not await lock.still_held():
+                    log.warning("lost the gateway lock: closing this process's gateway session")
+                    await self._close_bot()
+                    await self._mark_gateway(holds=False)
+            elif await lock.try_acquire():
+                await self._mark_gateway(holds=True)
+                # The previous holder may not have noticed yet that it lost the lock.
+                log.info("took the gateway lock; connecting in %.0fs", TAKEOVER_DELAY)
+                await asyncio.sleep(TAKEOVER_DELAY)
+                if await lock.still_held():
+                    try:
+                        await self._start_bot()
+                    except BotError as exc:
+                        self.fatal = str(exc)
+                        self._stop_requested.set()
+                        return
+                    continue
+            await asyncio.sleep(GATEWAY_CHECK_INTERVAL)
+
+    async def _mark_gateway(self, *, holds: bool) -> None:
+        if self.process_id is not None:
+            with suppress(Exception):  # status only; the lock is what counts
+                await self.store.set_gateway_holder(self.process_id, holds)
 
     async def _register(self) -> None:
         self.process_id = await self.store.register_process(
@@ -375,8 +426,13 @@ class App:
         self._stop_requested.set()
 
     async def stop(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
+        if self._gateway_task is not None:
+            self._gateway_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._gateway_task
+        await self._close_bot()
+        if self.gateway_lock is not None:
+            await self.gateway_lock.release()
         if self.scheduler.running:
             # No new ticks; the ones running finish inside the stops below (shutting
             # the scheduler down first would cancel them halfway through a query).

@@ -364,6 +364,11 @@ class Deliverer:
                 break
             if not jobs:
                 break
+            log.debug(
+                "claimed deliveries subscriptions=%s rows=%d",
+                [job.subscription_id for job in jobs],
+                sum(len(job.entries) for job in jobs),
+            )
             for job in jobs:
                 task = asyncio.create_task(
                     self._run_logged(job), name=f"deliver-{job.subscription_id}"
