@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import __version__
-from bot.app import DEAD_AFTER_SECONDS, ROLES, App, BotError, net_settings, source_resolver
+from bot.app import (
+    DEAD_AFTER_SECONDS,
+    HEARTBEAT_SECONDS,
+    ROLES,
+    App,
+    BotError,
+    net_settings,
+    source_resolver,
+)
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
 from bot.logs import setup_logging
@@ -260,6 +268,9 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
 
 def _process_line(process: ProcessInfo, now: datetime) -> str:
     gateway = "; holds the Discord gateway" if process.gateway else ""
+    silent = _seconds_since(process.heartbeat_at, now)
+    if silent > 2 * HEARTBEAT_SECONDS:
+        gateway += f"; silent: taken for dead at {DEAD_AFTER_SECONDS:g}s"
     return (
         f"process {process.id}: {','.join(process.roles) or 'no role'} on {process.host} "
         f"pid {process.pid}, up {_span(_seconds_since(process.started_at, now))}, "

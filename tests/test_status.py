@@ -8,6 +8,7 @@ import asyncio
 import re
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -311,3 +312,26 @@ async def test_since_when_is_recorded_and_cleared(store: Store) -> None:
     await store.sync_config_feeds([ConfigFeed(url, WebhookTarget(4, "new"))], now=NOW)
     (fixed,) = [s for s in await store.subscription_states() if s.webhook_id == 4]
     assert (fixed.enabled, fixed.disabled_reason, fixed.disabled_at) == (True, None, None)
+
+
+def test_a_silent_process_is_flagged_before_it_is_forgotten() -> None:
+    from bot.cli import _process_line
+    from bot.storage.store import ProcessInfo
+
+    beating = ProcessInfo(
+        id=1,
+        host="vm",
+        pid=10,
+        roles=("bot", "delivery", "poller"),
+        started_at=NOW - timedelta(minutes=5),
+        heartbeat_at=NOW - timedelta(seconds=1),
+        gateway=True,
+    )
+    assert _process_line(beating, NOW) == (
+        "process 1: bot,delivery,poller on vm pid 10, up 5m, last heartbeat 1s ago; "
+        "holds the Discord gateway\n"
+    )
+    silent = replace(beating, heartbeat_at=NOW - timedelta(seconds=9), gateway=False)
+    assert _process_line(silent, NOW).endswith(
+        "last heartbeat 9s ago; silent: taken for dead at 15s\n"
+    )
