@@ -27,7 +27,7 @@ from bot.storage.db import Database, DatabaseError
 from bot.storage.filelock import DatabaseFileLock, sqlite_path
 from bot.storage.gateway_lock import CHECK_INTERVAL as GATEWAY_CHECK_INTERVAL
 from bot.storage.gateway_lock import TAKEOVER_DELAY, GatewayLock
-from bot.storage.store import ConfigFeed, Store
+from bot.storage.store import ConfigFeed, Pruned, Store
 
 if TYPE_CHECKING:
     from bot.discord.client import FeedhookBot
@@ -75,6 +75,9 @@ STALE_CHECK_SECONDS = 600.0
 HEARTBEAT_SECONDS = 3.0
 DEAD_AFTER_SECONDS = 15.0
 ROLES: Final = frozenset({"poller", "delivery", "bot"})
+# Retention runs hourly, the first time a few minutes after start.
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_FIRST_AFTER_SECONDS = 300.0
 # How often a relay on SQLite checks that its database file is still there.
 DATABASE_FILE_CHECK_SECONDS = 2.0
 STOP_TIMEOUT = 8.0
@@ -243,6 +246,17 @@ class App:
                 next_run_time=self.clock(),
                 misfire_grace_time=None,
             )
+        # Retention: every process has the job; the oldest live one does the pruning.
+        self.scheduler.add_job(
+            self.prune,
+            "interval",
+            seconds=PRUNE_EVERY_SECONDS,
+            id="prune",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock() + timedelta(seconds=PRUNE_FIRST_AFTER_SECONDS),
+            misfire_grace_time=None,
+        )
         if "poller" in self.roles:
             # Staleness is judged in hours and days: a look every few minutes is plenty.
             self.scheduler.add_job(
@@ -392,6 +406,30 @@ class App:
             return
         senders = sum("delivery" in p.roles for p in live)
         self.deliverer.limiter.share(senders or 1)
+
+    async def prune(self) -> Pruned | None:
+        """Prune rows older than ``retention.max_age``, when this is the oldest live
+        process (one pruner per deployment); None when another one does it."""
+        now = self.clock()
+        try:
+            live = await self.store.live_processes(
+                now=now, dead_after=timedelta(seconds=DEAD_AFTER_SECONDS)
+            )
+            if not live or min(p.id for p in live) != self.process_id:
+                return None
+            pruned = await self.store.prune(
+                now=now, max_age=timedelta(seconds=self.config.retention.max_age)
+            )
+        except Exception:
+            log.exception("pruning old rows failed")
+            return None
+        if pruned.items or pruned.deliveries:
+            log.info(
+                "pruned rows older than retention.max_age items=%d deliveries=%d",
+                pruned.items,
+                pruned.deliveries,
+            )
+        return pruned
 
     async def check_staleness(self) -> set[int]:
         """Log a warning for each source that turned stale since the last look."""

@@ -356,6 +356,13 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         f"{_plural(counts['items'], 'item')} seen, "
         f"{_plural(queued, 'delivery', 'deliveries')} queued\n"
     )
+    deliveries = sum(v for k, v in counts.items() if k.startswith("outbox_"))
+    out.write(
+        f"rows: {_plural(counts['items'], 'item')}, "
+        f"{_plural(deliveries, 'delivery', 'deliveries')} "
+        f"({counts.get('outbox_sent', 0)} sent, {counts.get('outbox_failed', 0)} failed); "
+        f"retention.max_age {_span(int(config.retention.max_age))}\n"
+    )
     if database_file:
         out.write(f"feedhook run: {'running, ' + holder if holder else 'not running'}\n")
     elif not live:

@@ -134,6 +134,20 @@ class DeliveryConfig(_Section):
     error_budget: int = Field(default=2000, ge=10, le=9000)
 
 
+MIN_RETENTION = 7 * 86400.0
+
+
+class RetentionConfig(_Section):
+    max_age: Duration = 30 * 86400.0
+
+    @field_validator("max_age")
+    @classmethod
+    def _at_least_a_week(cls, value: float) -> float:
+        if value < MIN_RETENTION:
+            raise ValueError('a duration of at least "7d"')
+        return value
+
+
 def _service_url(value: str) -> str:
     value = value.strip()
     if not re.match(r"^https?://[^/\s?#]+", value):
@@ -229,6 +243,7 @@ class Config(_Section):
     polling: PollingConfig = PollingConfig()
     logging: LoggingConfig = LoggingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    retention: RetentionConfig = RetentionConfig()
     sources: SourcesConfig = SourcesConfig()
     # After sources: its validator reads them.
     feeds: tuple[FeedEntry, ...] = ()

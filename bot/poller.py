@@ -441,6 +441,7 @@ class Poller:
                 meta=FeedMeta(info.title, info.link, info.icon, info.kind),
                 first_poll=first_poll,
                 choose=functools.partial(choose_new, built, cap=cap, first_poll=first_poll),
+                keys=document.keys or None,
             )
         )
         if not first_poll and recorded.chosen > cap:

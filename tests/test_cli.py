@@ -160,6 +160,7 @@ async def test_db_upgrade_then_status(tmp_path: Path) -> None:
     assert code == 0
     assert out.splitlines() == [
         "0 sources, 0 items seen, 0 deliveries queued",
+        "rows: 0 items, 0 deliveries (0 sent, 0 failed); retention.max_age 30d",
         "feedhook run: not running",
     ]
 

@@ -54,6 +54,9 @@ class ChangedDocument:
     seen: SeenEntries | None
     # feedparser parsed only the unseen entries
     reduced: bool
+    # every entry's key, document order, once each (empty when nothing was parsed):
+    # what retention must keep, as the source still shows it
+    keys: tuple[str, ...] = ()
 
 
 def _link_counts(refs: list[EntryRef]) -> tuple[dict[str, int], list[int]]:
@@ -113,11 +116,13 @@ def parse_changed(
             new_keys = {refs[i][0] for i in firsts if i in position}
             candidates = tuple(e for e in parsed.entries if e.key in new_keys)
             remembered = SeenEntries(context, dict(zip(fingerprints, refs, strict=True)))
-            return ChangedDocument(parsed, candidates, counts, remembered, reduced=True)
+            keys = tuple(dict.fromkeys(key for key, _ in refs))
+            return ChangedDocument(parsed, candidates, counts, remembered, reduced=True, keys=keys)
 
     parsed = parse(body, url=url, headers=headers)
     counts, _ = _link_counts(list(parsed.raw_refs))
     seen: SeenEntries | None = None
     if split is not None and len(fingerprints) == len(parsed.raw_refs):
         seen = SeenEntries(context, dict(zip(fingerprints, parsed.raw_refs, strict=True)))
-    return ChangedDocument(parsed, parsed.entries, counts, seen, reduced=False)
+    keys = tuple(dict.fromkeys(key for key, _ in parsed.raw_refs))
+    return ChangedDocument(parsed, parsed.entries, counts, seen, reduced=False, keys=keys)

@@ -51,6 +51,9 @@ class PollRecord:
     # None: insert ``items`` as they are and queue ``to_queue``.
     choose: Chooser | None = None
     to_queue: frozenset[str] = frozenset()
+    # Every item key of the document (sources.last_keys, kept from pruning); None keeps
+    # what is stored.
+    keys: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +226,7 @@ class ItemsMixin(StoreBase):
                     "b_lm": outcome.last_modified,
                     "b_hash": outcome.body_hash,
                     "b_newest": max((i.published for i in new if i.published), default=None),
+                    "b_keys": list(record.keys) if record.keys is not None else None,
                 }
                 if record.meta is not None:
                     row.update(
@@ -360,6 +364,9 @@ def _record_changed_stmt(dialect: str, with_meta: bool) -> Any:
         **_NEW_VALIDATORS,
         **meta,
         initialized=True,
+        last_keys=func.coalesce(
+            bindparam("b_keys", type_=sources.c.last_keys.type), sources.c.last_keys
+        ),
         # SQLite's max() is NULL if either side is; PostgreSQL's greatest() skips NULLs.
         newest_item_at=func.coalesce(
             larger(sources.c.newest_item_at, newest_param),

@@ -6,9 +6,9 @@ well under a millisecond of CPU per source.
 
 The queries live by concern, each a class over ``_common.StoreBase`` (which
 holds the database): ``sources.py``, ``items.py`` (items and poll recording),
-``subscriptions.py``, ``outbox.py`` (deliveries) and ``processes.py`` (heartbeats,
-taking over a dead process's claims). :class:`Store` combines
-them; the names callers use are re-exported here.
+``subscriptions.py``, ``outbox.py`` (deliveries), ``processes.py`` (heartbeats,
+taking over a dead process's claims) and ``retention.py`` (pruning old rows).
+:class:`Store` combines them; the names callers use are re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bot.storage._common import (
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
 from bot.storage.outbox import DeliveryJob, OutboxEntry, OutboxMixin, SentMark
 from bot.storage.processes import ProcessesMixin, ProcessInfo, Reaped
+from bot.storage.retention import Pruned, RetentionMixin
 from bot.storage.sources import DueSource, PollOutcome, SourcesMixin
 from bot.storage.subscriptions import ConfigFeed, SubscriptionsMixin
 
@@ -43,6 +44,7 @@ __all__ = [
     "PollOutcome",
     "PollRecord",
     "ProcessInfo",
+    "Pruned",
     "Reaped",
     "RecordedPoll",
     "SentMark",
@@ -54,7 +56,9 @@ __all__ = [
 ]
 
 
-class Store(SubscriptionsMixin, ItemsMixin, SourcesMixin, OutboxMixin, ProcessesMixin):
+class Store(
+    SubscriptionsMixin, ItemsMixin, SourcesMixin, OutboxMixin, ProcessesMixin, RetentionMixin
+):
     """The storage API: every concern's queries over one :class:`~bot.storage.db.Database`.
 
     ``SubscriptionsMixin`` builds on ``ItemsMixin`` and ``SourcesMixin`` (a new
