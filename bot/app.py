@@ -317,7 +317,8 @@ class App:
                 max_subscriptions_per_guild=discord_config.max_subscriptions_per_guild,
                 min_interval=self.config.polling.min_interval,
             ),
-            send_now=self.deliverer.send_now,
+            # without the delivery role, /feed test goes through the delivery processes
+            send_now=self.deliverer.send_now if "delivery" in self.roles else None,
             clock=self.clock,
             sources=self.sources,
         )

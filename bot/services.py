@@ -7,6 +7,7 @@ the bot translates interactions into these calls and back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Posts one webhook body now (the delivery module's sender); returns Discord's message id.
 SendNow = Callable[[WebhookTarget, dict[str, Any]], Awaitable[int | None]]
+
+
+# How long /feed test waits for the delivery processes before saying "queued".
+TEST_QUEUE_WAIT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedTestResult:
+    """What ``/feed test`` did: posted, or queued for the delivery processes."""
+
+    view: SubscriptionView
+    sent: bool
 
 
 class ServiceError(Exception):
@@ -246,8 +259,9 @@ class FeedService:
         await self.store.set_paused(guild_id, view.id, paused=paused, now=self.clock())
         return view
 
-    async def send_test(self, guild_id: int, subscription: str) -> SubscriptionView:
-        """Post the subscription's newest item now, outside the queue."""
+    async def send_test(self, guild_id: int, subscription: str) -> FeedTestResult:
+        """Post the subscription's newest item now: outside the queue in a process that
+        delivers, else through the delivery processes (waiting a little for them)."""
         view = await self.get(guild_id, subscription)
         found = await self.store.newest_item(view.id)
         if found is None:
@@ -256,7 +270,8 @@ class FeedService:
                 "adding it. Try again shortly."
             )
         if self.send_now is None:
-            raise ServiceError("Test posts need the delivery worker, which is not running.")
+            # No delivery here (`--role` without it): the delivery processes post it.
+            return await self._queue_test(view)
         item, feed, target, options = found
         body = render_item(item, feed)
         if options.get("forum"):
@@ -265,7 +280,24 @@ class FeedService:
             await self.send_now(target, body)
         except SendError as exc:
             raise ServiceError(f"The test post failed: {exc}") from None
-        return view
+        return FeedTestResult(view, sent=True)
+
+    async def _queue_test(self, view: SubscriptionView) -> FeedTestResult:
+        outbox_id = await self.store.queue_test(view.id, now=self.clock())
+        if outbox_id is None:
+            raise ServiceError(f"**{view.label}** has no items yet. Try again shortly.")
+        # A delivery process picks it up within a second or two; the command was
+        # deferred, so waiting a little is fine.
+        for _ in range(int(TEST_QUEUE_WAIT / 0.25)):
+            state = await self.store.delivery_state(outbox_id)
+            if state == "sent":
+                return FeedTestResult(view, sent=True)
+            if state == "failed":
+                raise ServiceError(
+                    f"The test post of **{view.label}** failed; `/feed list` shows why."
+                )
+            await asyncio.sleep(0.25)
+        return FeedTestResult(view, sent=False)
 
     async def autocomplete(self, guild_id: int, typed: str) -> list[tuple[str, str]]:
         """(label, value) pairs of this server's subscriptions matching ``typed``."""

@@ -143,8 +143,14 @@ class Feeds(commands.Cog):
                 )
             else:
                 await interaction.response.defer(ephemeral=True, thinking=True)
-                view = await self.services.send_test(guild_id, subscription)
-                text = f"Posted the newest item of **{view.label}** in {replies.where(view)}."
+                test = await self.services.send_test(guild_id, subscription)
+                view = test.view
+                text = (
+                    f"Posted the newest item of **{view.label}** in {replies.where(view)}."
+                    if test.sent
+                    else f"Queued the newest item of **{view.label}** for "
+                    f"{replies.where(view)}; the delivery processes post it shortly."
+                )
         except ServiceError as exc:
             text = str(exc)
         await _answer(interaction, text)

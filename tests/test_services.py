@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -292,3 +293,66 @@ async def test_unusable_forms_are_answered_clearly(
 ) -> None:
     with pytest.raises(ServiceError, match=expected):
         await service.preview(source)
+
+
+async def test_send_test_without_delivery_queues_for_the_delivery_processes(
+    service: FeedService,
+    store: Store,
+    fetcher: Fetcher,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot import services as services_module
+    from bot.models import Item
+    from bot.storage.store import FeedMeta, PollOutcome, SentMark
+
+    monkeypatch.setattr(services_module, "TEST_QUEUE_WAIT", 1.0)
+    # a process started with --role bot (no delivery): no send_now
+    bot_only = FeedService(
+        store,
+        fetcher,
+        ServiceSettings(max_subscriptions_per_guild=3, min_interval=300),
+        send_now=None,
+        clock=lambda: T0,
+    )
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    sub_id = await add(service, feed_server.url("/f.xml"))
+    source_id = await store.add_source(feed_server.url("/f.xml"), now=T0)
+    newest = Item(
+        key="new",
+        title="Item new",
+        link="https://e.com/new",
+        summary="",
+        author=None,
+        published=T0,
+        image=None,
+    )
+    await store.record_items(
+        source_id,
+        [newest],
+        to_queue=set(),
+        outcome=PollOutcome(source_id, T0, T0, ok=True, keep_validators=False),
+        meta=FeedMeta("Test feed", None, None, "rss"),
+        first_poll=True,
+    )
+    # nobody delivers: answered "queued", one row in the queue, however often asked
+    result = await bot_only.send_test(GUILD, str(sub_id))
+    assert (result.view.id, result.sent) == (sub_id, False)
+    await bot_only.send_test(GUILD, str(sub_id))
+    assert await store.outbox_items(sub_id) == [(1, "new", "pending")]
+
+    # a delivery process sends it while the command waits: answered "posted"
+    async def deliver() -> None:
+        await asyncio.sleep(0.3)
+        (job,) = await store.claim_deliveries(
+            now=T0, limit=1, batch=10, lease=timedelta(seconds=60)
+        )
+        await store.mark_sent_many([SentMark((job.entries[0].id,), 42, T0)])
+
+    delivering = asyncio.create_task(deliver())
+    # (the row is still pending: this asks again and waits for the sender)
+    assert (await bot_only.send_test(GUILD, str(sub_id))).sent
+    await delivering
+    # asked again after it went out: the same row goes back to the queue
+    assert not (await bot_only.send_test(GUILD, str(sub_id))).sent
+    assert await store.outbox_items(sub_id) == [(1, "new", "pending")]

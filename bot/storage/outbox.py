@@ -332,6 +332,74 @@ class OutboxMixin(StoreBase):
             return None
         return _item_from_row(row), route.feed, route.target, route.options
 
+    async def queue_test(self, subscription_id: int, *, now: datetime) -> int | None:
+        """Queue the source's newest item for the subscription again (``/feed test`` in a
+        process without the delivery role); the outbox row's id, None without items.
+
+        One row per (subscription, item): a delivered or failed one goes back to the
+        queue (its next send records the new message), a queued one stays as it is."""
+        async with self.db.write() as conn:
+            route = await self._route(conn, subscription_id)
+            if route is None:
+                return None
+            item_id = (
+                await conn.execute(
+                    select(items.c.id)
+                    .where(items.c.source_id == route.source_id)
+                    .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if item_id is None:
+                return None
+            existing = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.state).where(
+                        outbox.c.subscription_id == subscription_id, outbox.c.item_id == item_id
+                    )
+                )
+            ).first()
+            again = {
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "lease_until": None,
+                "claimed_by": None,
+                "last_error": None,
+                "sent_at": None,
+                "message_id": None,
+            }
+            if existing is None:
+                result = await conn.execute(
+                    self._insert(outbox)
+                    .values(
+                        subscription_id=subscription_id, item_id=item_id, created_at=now, **again
+                    )
+                    .on_conflict_do_nothing(index_elements=["subscription_id", "item_id"])
+                    .returning(outbox.c.id)
+                )
+                inserted = result.scalar_one_or_none()
+                if inserted is not None:
+                    return int(inserted)
+                # queued by a test asked for at the same moment: that one will do
+                existing = (
+                    await conn.execute(
+                        select(outbox.c.id, outbox.c.state).where(
+                            outbox.c.subscription_id == subscription_id,
+                            outbox.c.item_id == item_id,
+                        )
+                    )
+                ).one()
+            if existing[1] in ("sent", "failed"):
+                await conn.execute(update(outbox).where(outbox.c.id == existing[0]).values(**again))
+            return int(existing[0])
+
+    async def delivery_state(self, outbox_id: int) -> str | None:
+        async with self.db.read() as conn:
+            return (  # type: ignore[no-any-return]
+                await conn.execute(select(outbox.c.state).where(outbox.c.id == outbox_id))
+            ).scalar_one_or_none()
+
     # -- reporting -----------------------------------------------------------------
 
     async def outbox_items(self, subscription_id: int | None = None) -> list[tuple[int, str, str]]:
