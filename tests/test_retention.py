@@ -171,3 +171,36 @@ def test_retention_below_a_week_is_refused(tmp_path: Path) -> None:
     assert 'retention.max_age: expected a duration of at least "7d"' in str(refused.value)
     path.write_text('[retention]\nmax_age = "7d"\n', encoding="utf-8")
     assert load_config(path, environ={}).retention.max_age == 7 * 86400
+
+
+async def test_a_source_without_a_recorded_document_keeps_everything(
+    store: Store, subscribe: Subscribe
+) -> None:
+    await subscribe("https://a.example/feed.xml")
+    (source,) = await store.claim_due_sources(now=T0, limit=1, lease=timedelta(minutes=5))
+    old = [item(f"o-{n}", n) for n in range(50)]
+    # recorded before sources.last_keys existed (migration 0006): NULL
+    await record(store, source.id, list(reversed(old)), keys=[])
+    async with store.db.write() as conn:
+        await conn.execute(update(sources).values(last_keys=None))
+    await seen_long_ago(store, [i.key for i in old], days=90)
+    assert (await store.prune(now=T0, max_age=MAX_AGE)).items == 0
+    assert len(await stored_keys(store)) == 50
+
+
+async def test_items_the_feed_still_shows_never_stall_the_pruning_after_them(
+    store: Store, subscribe: Subscribe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.storage import retention
+
+    monkeypatch.setattr(retention, "MAX_CANDIDATES", 5)
+    await subscribe("https://a.example/feed.xml")
+    (source,) = await store.claim_due_sources(now=T0, limit=1, lease=timedelta(minutes=5))
+    old = [item(f"o-{n}", n) for n in range(60)]
+    # the oldest 15 (lowest ids once stored oldest first) are still in the feed
+    in_feed = [f"o-{n}" for n in range(45, 60)]
+    await record(store, source.id, list(reversed(old)), keys=in_feed)
+    await seen_long_ago(store, [i.key for i in old], days=90)
+    pruned = await store.prune(now=T0, max_age=MAX_AGE)
+    assert pruned.items == 60 - KEEP_NEWEST - len(in_feed)
+    assert await stored_keys(store) == {f"o-{n}" for n in range(KEEP_NEWEST)} | set(in_feed)

@@ -3,7 +3,8 @@ in small batches, so the database stops growing with every post.
 
 Never pruned, whatever its age:
 - an item still in its source's last recorded document (``sources.last_keys``):
-  pruned, it would count as new at the next poll and be posted again;
+  pruned, it would count as new at the next poll and be posted again; a source with
+  no recorded document yet keeps all its items;
 - each source's newest :data:`KEEP_NEWEST` items: the staleness rule reads them, and
   ``/feed test`` posts the newest;
 - an item a delivery still points at: queued or being sent, or finished within
@@ -26,8 +27,10 @@ from bot.storage._common import StoreBase, items, outbox, sources
 KEEP_NEWEST = 20
 # Rows deleted per transaction.
 PRUNE_BATCH = 500
-# Candidate items looked at per run: a run that cannot finish resumes next time.
+# Candidate items looked at per window, and windows per run: a run that cannot
+# finish goes on at the next one.
 MAX_CANDIDATES = 20_000
+MAX_WINDOWS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +51,19 @@ class RetentionMixin(StoreBase):
             if done < batch:
                 break
         pruned_items = 0
-        candidates = await self._prunable_items(cutoff)
-        for start in range(0, len(candidates), batch):
-            chunk = candidates[start : start + batch]
-            result = await self.db.write_one(_DELETE_ITEMS, {"b_ids": chunk, "b_cutoff": cutoff})
-            pruned_items += int(result.rowcount)
+        after = 0
+        # Windows of candidates by id, so that old items the feeds still show (kept,
+        # and found again every run) never stop the pruning of the ones after them.
+        for _ in range(MAX_WINDOWS):
+            candidates, after = await self._prunable_items(cutoff, after)
+            for start in range(0, len(candidates), batch):
+                chunk = candidates[start : start + batch]
+                result = await self.db.write_one(
+                    _DELETE_ITEMS, {"b_ids": chunk, "b_cutoff": cutoff}
+                )
+                pruned_items += int(result.rowcount)
+            if after == 0:
+                break
         return Pruned(items=pruned_items, deliveries=deliveries)
 
     async def _prune_deliveries(self, cutoff: datetime, batch: int) -> int:
@@ -66,22 +77,32 @@ class RetentionMixin(StoreBase):
             await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
         return len(ids)
 
-    async def _prunable_items(self, cutoff: datetime) -> list[int]:
-        """Old items outside each source's newest and outside its last document."""
+    async def _prunable_items(self, cutoff: datetime, after: int) -> tuple[list[int], int]:
+        """Old items past ``after`` (by id) outside each source's newest and outside its
+        last document, and the id to start the next window from (0: no more)."""
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    _OLD_ITEMS,
-                    {"b_cutoff": cutoff, "b_keep": KEEP_NEWEST, "b_limit": MAX_CANDIDATES},
-                )
-            ).all()
+            params = {
+                "b_cutoff": cutoff,
+                "b_keep": KEEP_NEWEST,
+                "b_limit": MAX_CANDIDATES,
+                "b_after": after,
+            }
+            rows = (await conn.execute(_OLD_ITEMS, params)).all()
             source_ids = sorted({int(r[1]) for r in rows})
-            last_keys: dict[int, set[str]] = {}
+            last_keys: dict[int, set[str] | None] = {}
             for start in range(0, len(source_ids), 500):
                 chunk = source_ids[start : start + 500]
                 for source_id, keys in await conn.execute(_LAST_KEYS, {"b_ids": chunk}):
-                    last_keys[int(source_id)] = set(keys or ())
-        return [int(r[0]) for r in rows if r[2] not in last_keys.get(int(r[1]), set())]
+                    # NULL: not recorded yet (a source last changed before migration 0006,
+                    # then 304s): what its feed shows is unknown, so nothing of it goes
+                    last_keys[int(source_id)] = set(keys) if keys is not None else None
+        prunable = []
+        for item_id, source_id, key in rows:
+            keep = last_keys.get(int(source_id))
+            if keep is not None and key not in keep:
+                prunable.append(int(item_id))
+        next_after = int(rows[-1][0]) if len(rows) == MAX_CANDIDATES else 0
+        return prunable, next_after
 
     async def retention_counts(self) -> dict[str, int]:
         """Rows that retention looks after, for ``feedhook status``."""
@@ -134,6 +155,7 @@ _OLD_ITEMS = (
     .where(
         _RANKED.c.rank > bindparam("b_keep"),
         _RANKED.c.first_seen_at < _CUTOFF,
+        _RANKED.c.id > bindparam("b_after"),
     )
     .order_by(_RANKED.c.id)
     .limit(bindparam("b_limit"))

@@ -108,6 +108,9 @@ class OutboxRow(SQLModel, table=True):
         # Claims look for a subscription's pending / sending rows; without this they
         # walk every row it ever sent, and get slower for as long as the bot runs.
         Index("ix_outbox_subscription_state", "subscription_id", "state"),
+        # Deleting an item (retention) looks for its deliveries (ON DELETE CASCADE and
+        # the check that none still needs it): without this, a scan of the outbox each.
+        Index("ix_outbox_item", "item_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
