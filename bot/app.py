@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from datetime import timedelta
@@ -59,6 +60,10 @@ class BotError(Exception):
     """The Discord bot cannot start; ``str(e)`` says what to do."""
 
 
+class BotUnreachable(BotError):
+    """Discord could not be reached to log in: worth trying again later."""
+
+
 def _log_bot_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         log.error("the Discord bot stopped: %s", error, exc_info=error)
@@ -74,6 +79,8 @@ STALE_CHECK_SECONDS = 600.0
 # and its claims are freed, so its work resumes elsewhere well within 30 s of a crash.
 HEARTBEAT_SECONDS = 3.0
 DEAD_AFTER_SECONDS = 15.0
+# A sender stops this long before the others could take its process for dead.
+FENCE_MARGIN = 5.0
 ROLES: Final = frozenset({"poller", "delivery", "bot"})
 # Retention runs hourly, the first time a few minutes after start.
 PRUNE_EVERY_SECONDS = 3600.0
@@ -157,6 +164,8 @@ class App:
         self.config = config
         self.roles = frozenset(roles)
         self.process_id: int | None = None
+        # monotonic time since this process's heartbeats have been going through
+        self._beating_since: float | None = None
         # Extra discord.py Client options (tests shorten guild_ready_timeout).
         self.bot_options = dict(bot_options or {})
         self.clock = clock
@@ -326,7 +335,7 @@ class App:
         try:
             await self.bot.log_in(discord_config.token)
         except LoginError as exc:
-            raise BotError(str(exc)) from None
+            raise (BotError if exc.refused else BotUnreachable)(str(exc)) from None
         self._bot_task = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-bot")
         self._bot_task.add_done_callback(_log_bot_exit)
 
@@ -343,26 +352,45 @@ class App:
     async def _hold_gateway(self, lock: GatewayLock) -> None:
         """Take the gateway lock when it is free and connect the bot while holding it;
         close the session the moment the lock is lost (see bot.storage.gateway_lock)."""
+        last_good = time.monotonic()
         while True:
             if lock.held:
-                if not await lock.still_held():
+                started = time.monotonic()
+                # A check that came back late (a stalled event loop) counts as lost too:
+                # meanwhile another process may have taken over.
+                held = await lock.still_held() and started - last_good < TAKEOVER_DELAY - 3
+                if held and self._bot_task is not None and self._bot_task.done():
+                    log.warning("the gateway session ended; handing the gateway lock on")
+                    held = False
+                if held:
+                    last_good = started
+                else:
                     log.warning("lost the gateway lock: closing this process's gateway session")
-                    await self._close_bot()
-                    await self._mark_gateway(holds=False)
+                    await self._give_up_gateway(lock)
             elif await lock.try_acquire():
                 await self._mark_gateway(holds=True)
                 # The previous holder may not have noticed yet that it lost the lock.
                 log.info("took the gateway lock; connecting in %.0fs", TAKEOVER_DELAY)
                 await asyncio.sleep(TAKEOVER_DELAY)
                 if await lock.still_held():
+                    last_good = time.monotonic()
                     try:
                         await self._start_bot()
+                    except BotUnreachable as exc:
+                        log.warning("%s; trying again shortly", exc)
+                        await self._give_up_gateway(lock)
                     except BotError as exc:
                         self.fatal = str(exc)
                         self._stop_requested.set()
                         return
                     continue
+                await self._mark_gateway(holds=False)
             await asyncio.sleep(GATEWAY_CHECK_INTERVAL)
+
+    async def _give_up_gateway(self, lock: GatewayLock) -> None:
+        await self._close_bot()
+        await lock.release()
+        await self._mark_gateway(holds=False)
 
     async def _mark_gateway(self, *, holds: bool) -> None:
         if self.process_id is not None:
@@ -380,18 +408,36 @@ class App:
         beating, and take this process's share of the deployment's delivery limits."""
         if self.process_id is None:
             return
+        started = time.monotonic()
         now = self.clock()
+        dead_after = timedelta(seconds=DEAD_AFTER_SECONDS)
         try:
             if not await self.store.heartbeat(self.process_id, now=now):
                 # Taken for dead (a long pause, a network cut): its claims were freed
-                # and may be worked on by others; claims from now on carry a new id.
+                # and may be worked on by others. What it still holds is dropped, and
+                # claims from now on carry a new id.
                 log.warning(
                     "this process was taken for dead by the others; registering again process=%d",
                     self.process_id,
                 )
+                self.deliverer.claims_valid_until = 0.0
+                self._beating_since = None
                 await self._register()
-            dead_after = timedelta(seconds=DEAD_AFTER_SECONDS)
-            if self.db.dialect == "postgresql":
+        except Exception:
+            log.exception("heartbeat failed")
+            self._beating_since = None
+            return
+        postgres = self.db.dialect == "postgresql"
+        if postgres:
+            # Others take this process for dead DEAD_AFTER after this beat: its senders
+            # must stop before, or they would send rows someone else now holds.
+            self.deliverer.claims_valid_until = started + DEAD_AFTER_SECONDS - FENCE_MARGIN
+        if self._beating_since is None:
+            self._beating_since = started
+        try:
+            # Only a process that has itself been beating for DEAD_AFTER may judge the
+            # others: after a database outage, everyone's last beat is old.
+            if postgres and started - self._beating_since >= DEAD_AFTER_SECONDS:
                 reaped = await self.store.reap_dead_processes(now=now, dead_after=dead_after)
                 if reaped.processes:
                     log.warning(
@@ -402,8 +448,8 @@ class App:
                         reaped.deliveries,
                     )
             live = await self.store.live_processes(now=now, dead_after=dead_after)
-        except Exception:
-            log.exception("heartbeat failed")
+        except Exception as exc:
+            log.warning("taking over from silent processes failed: %s", exc)
             return
         senders = sum("delivery" in p.roles for p in live)
         self.deliverer.limiter.share(senders or 1)
@@ -467,7 +513,7 @@ class App:
     async def stop(self) -> None:
         if self._gateway_task is not None:
             self._gateway_task.cancel()
-            with suppress(asyncio.CancelledError):
+            with suppress(asyncio.CancelledError, Exception):  # logged by its callback
                 await self._gateway_task
         await self._close_bot()
         if self.gateway_lock is not None:
@@ -486,7 +532,7 @@ class App:
         await self.deliverer.close()
         if self.process_id is not None:
             with suppress(Exception):  # the others forget it after DEAD_AFTER_SECONDS anyway
-                await self.store.deregister_process(self.process_id)
+                await self.store.deregister_process(self.process_id, now=self.clock())
         await self.db.dispose()
         if self.file_lock is not None:
             self.file_lock.release()

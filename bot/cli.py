@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--role",
         type=parse_roles,
-        default=ROLES,
+        default=None,
         metavar="ROLES",
         help="what this process does: a comma-separated subset of poller, delivery, bot, "
         "or all (the default); several processes on one PostgreSQL database can split the work",
@@ -94,18 +95,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_roles(text: str) -> frozenset[str]:
+@dataclass(frozen=True, slots=True)
+class RoleChoice:
+    """``--role``: what the process does, and which roles were named one by one."""
+
+    roles: frozenset[str]
+    named: frozenset[str]
+
+
+def parse_roles(text: str) -> RoleChoice:
     """``--role``: "all", or a comma-separated subset of poller, delivery, bot."""
     names = {part.strip().lower() for part in text.split(",") if part.strip()}
     if names == {"all"}:
-        return ROLES
+        return RoleChoice(ROLES, named=frozenset())
     unknown = names - ROLES
     if not names or unknown:
         raise argparse.ArgumentTypeError(
             f"{', '.join(sorted(unknown)) or 'nothing'} is not a role; give a comma-separated "
             "subset of poller, delivery, bot, or all"
         )
-    return frozenset(names)
+    return RoleChoice(frozenset(names), named=frozenset(names))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,14 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(logging_config)
     try:
         if args.command == "run":
-            if "bot" in args.role and args.role != ROLES and not config.discord.token:
+            roles: RoleChoice = args.role or RoleChoice(ROLES, named=frozenset())
+            # "bot" named (not only implied by "all", the default) without a token
+            if "bot" in roles.named and not config.discord.token:
                 print(
                     "feedhook: --role bot answers slash commands, which needs a bot token: set "
                     "discord.token in the config file or FEEDHOOK_DISCORD_TOKEN",
                     file=sys.stderr,
                 )
                 return 2
-            asyncio.run(App(config, roles=args.role).run_until_signalled())
+            asyncio.run(App(config, roles=roles.roles).run_until_signalled())
         elif args.command == "check":
             asyncio.run(check_source(config, args.source, as_json=args.json, out=sys.stdout))
         elif args.command == "status":

@@ -289,6 +289,9 @@ class Deliverer:
         self._lease = timedelta(seconds=settings.lease)
         # This process's row in `processes` (see Poller.process_id).
         self.process_id: int | None = None
+        # PostgreSQL: claims are this process's until then (time.monotonic()); past
+        # it the others may have taken them (the heartbeat moves it on). None: always.
+        self.claims_valid_until: float | None = None
         # Posted messages are recorded together: one transaction per group, not per post.
         self._sent: GroupCommit[SentMark, None] = GroupCommit(
             store.mark_sent_many,
@@ -470,6 +473,15 @@ class Deliverer:
             if self._stopping:
                 await self._requeue(queue, error=None)
                 return False
+            if not self._claims_hold(job.claimed_by):
+                # Others may own these rows now: touch nothing, send nothing.
+                log.warning(
+                    "dropping claimed deliveries: this process may have been taken for dead "
+                    "subscription=%d rows=%d",
+                    job.subscription_id,
+                    sum(len(held) for _, held in queue),
+                )
+                return False
             if lease_until is None or lease_until - self.clock() < self._lease / 2:
                 # Waiting on rate limits can outlast the claim: renew it for every
                 # row still held, so no other process checks them as in doubt.
@@ -536,6 +548,13 @@ class Deliverer:
                 await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
                 return False
         return True
+
+    def _claims_hold(self, claimed_as: int | None) -> bool:
+        """Whether rows claimed as process ``claimed_as`` are still this process's."""
+        if claimed_as != self.process_id:
+            return False  # registered again since: the old claims were freed
+        until = self.claims_valid_until
+        return until is None or time.monotonic() < until
 
     async def send_now(self, target: WebhookTarget, body: dict[str, Any]) -> int | None:
         """Post one body outside the queue (``/feed test``); Discord's message id."""

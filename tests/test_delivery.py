@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -456,3 +457,30 @@ async def test_sends_before_the_channel_was_known_count_against_it() -> None:
     limiter.learn_channel(1, 7)
     limiter.learn_channel(2, 7)
     assert limiter.delay(3, 7) > 60  # thirty already went to channel 7
+
+
+async def test_a_sender_whose_process_may_be_taken_for_dead_sends_nothing(
+    store: Store, fake: FakeDiscord, queue: Queue, deliverer_factory: Callable[..., Deliverer]
+) -> None:
+    webhook_id, token = fake.add_webhook(1)
+    await queue(WebhookTarget(webhook_id, token), [make_item(1), make_item(2)])
+    deliverer = deliverer_factory()
+    deliverer.process_id = 7
+    (job,) = await store.claim_deliveries(
+        now=T0, limit=5, batch=10, lease=timedelta(seconds=30), process=7
+    )
+    # its last heartbeat is too old: the others may have taken its claims
+    deliverer.claims_valid_until = time.monotonic() - 1
+    assert not await deliverer.run_job(job)
+    assert fake.messages() == []
+    # the rows are left as they are, for whoever holds them now
+    assert [state for _, _, state in await store.outbox_items()] == ["sending", "sending"]
+    # registered again since the claim: the same
+    deliverer.claims_valid_until = time.monotonic() + 60
+    deliverer.process_id = 8
+    assert not await deliverer.run_job(job)
+    assert fake.messages() == []
+    # its own, fresh claim goes out
+    deliverer.process_id = 7
+    assert await deliverer.run_job(job)
+    assert len(fake.messages()) == 2

@@ -24,7 +24,12 @@ APOLOGY = (
 
 
 class LoginError(Exception):
-    """The bot cannot log in; ``str(e)`` says what to do."""
+    """The bot cannot log in; ``str(e)`` says what to do. ``refused``: Discord said no
+    to the token (trying again cannot help); else Discord could not be reached."""
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def point_at(api_base: str, gateway_url: str) -> None:
@@ -67,12 +72,13 @@ class FeedhookBot(commands.Bot):
             await self.close()
             raise LoginError(
                 "Discord refused the bot token (discord.token or FEEDHOOK_DISCORD_TOKEN); "
-                "copy it again from the Developer Portal, Bot > Reset Token"
+                "copy it again from the Developer Portal, Bot > Reset Token",
+                refused=True,
             ) from None
         except (discord.HTTPException, OSError) as exc:
             await self.close()
             raise LoginError(
-                f"cannot reach Discord to log in ({exc}); is the network up?"
+                f"cannot reach Discord to log in ({exc}); is the network up?", refused=False
             ) from None
 
     async def setup_hook(self) -> None:

@@ -32,12 +32,21 @@ CHECK_INTERVAL: Final = 5.0
 # A check that takes longer than this counts as lost (a cut connection hangs).
 CHECK_TIMEOUT: Final = 3.0
 # A new holder waits this long before connecting: longer than an old holder takes to
-# notice it lost the lock (its check interval plus the check's timeout).
-TAKEOVER_DELAY: Final = CHECK_INTERVAL + CHECK_TIMEOUT + 2.0
+# notice it lost the lock (its check interval plus the check's timeout), with room
+# for closing its session.
+TAKEOVER_DELAY: Final = CHECK_INTERVAL + CHECK_TIMEOUT + 7.0
 # libpq keepalives: a silent peer is dropped after about idle + interval * count seconds.
 _KEEPALIVES: Final = (
-    "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 "
-    "tcp_user_timeout=10000"  # ms: unacknowledged data also ends it
+    "keepalives=1 keepalives_idle=3 keepalives_interval=1 keepalives_count=3 "
+    "tcp_user_timeout=5000"  # ms: unacknowledged data also ends it
+)
+# The same on the server's side of the connection: libpq's settings are the client's
+# socket only, and the server's defaults (2 h) would keep a dead holder's lock that long.
+_SERVER_KEEPALIVES: Final = (
+    "SET tcp_keepalives_idle = 3",
+    "SET tcp_keepalives_interval = 1",
+    "SET tcp_keepalives_count = 3",
+    "SET tcp_user_timeout = 5000",
 )
 
 
@@ -72,6 +81,8 @@ class GatewayLock:
             log.warning("cannot reach the database for the gateway lock: %s", exc)
             return False
         try:
+            for statement in _SERVER_KEEPALIVES:
+                await conn.execute(statement)
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (GATEWAY_LOCK_KEY,))
             row = await cursor.fetchone()
         except psycopg.Error as exc:
@@ -90,10 +101,20 @@ class GatewayLock:
         conn = self._conn
         if conn is None:
             return False
-        try:
-            await asyncio.wait_for(conn.execute("SELECT 1"), CHECK_TIMEOUT)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            log.warning("lost the gateway lock's connection: %s", exc)
+        check = asyncio.ensure_future(conn.execute("SELECT 1"))
+        done, _ = await asyncio.wait({check}, timeout=CHECK_TIMEOUT)
+        if not done:
+            # Cut the socket now: cancelling the query the polite way asks the server
+            # first, which takes seconds more on a dead link.
+            self._conn = None
+            conn.pgconn.finish()
+            check.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({check}, timeout=1.0)
+            log.warning("lost the gateway lock's connection: no answer in %.0fs", CHECK_TIMEOUT)
+            return False
+        if (error := check.exception()) is not None:
+            log.warning("lost the gateway lock's connection: %s", error)
             await self.release()
             return False
         return True

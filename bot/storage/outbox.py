@@ -72,6 +72,8 @@ class DeliveryJob:
     lease_until: datetime | None = None
     # The source's URL: what log lines name it by (never the webhook's token).
     source_url: str = ""
+    # The process (processes.id) the rows were claimed as.
+    claimed_by: int | None = None
 
 
 class OutboxMixin(StoreBase):
@@ -196,6 +198,7 @@ class OutboxMixin(StoreBase):
                     pending_total=pending_totals.get(sub, len(entries)),
                     lease_until=now + lease,
                     source_url=route.source_url,
+                    claimed_by=process,
                 )
             )
         return jobs

@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 
 from bot.storage._common import StoreBase, outbox, processes, sources
+from bot.storage.db import DbConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,30 @@ class ProcessesMixin(StoreBase):
             update(processes).where(processes.c.id == process_id).values(gateway=holds)
         )
 
-    async def deregister_process(self, process_id: int) -> None:
-        """A clean stop: its claims were given back already."""
-        await self.db.write_one(delete(processes).where(processes.c.id == process_id))
+    async def deregister_process(self, process_id: int, *, now: datetime) -> None:
+        """A clean stop: what it still holds (work that outlasted the stop's grace)
+        goes to the others at once, as if it had died, and its row goes."""
+        async with self.db.write() as conn:
+            await self._free_claims(conn, [process_id], now)
+            await conn.execute(delete(processes).where(processes.c.id == process_id))
+
+    async def _free_claims(self, conn: DbConnection, dead: list[int], now: datetime) -> Reaped:
+        freed_sources = await conn.execute(
+            update(sources)
+            .where(sources.c.claimed_by.in_(dead), sources.c.claimed_until > now)
+            .values(claimed_until=None, claimed_by=None)
+        )
+        # Their lease ends now: the next claim takes them as in doubt.
+        freed_deliveries = await conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.claimed_by.in_(dead),
+                outbox.c.state == "sending",
+                outbox.c.lease_until > now,
+            )
+            .values(lease_until=now)
+        )
+        return Reaped(tuple(dead), int(freed_sources.rowcount), int(freed_deliveries.rowcount))
 
     async def forget_processes(self) -> int:
         """Remove every process row. Only for a sole process that has just started
@@ -124,26 +146,16 @@ class ProcessesMixin(StoreBase):
         if self.db.dialect == "postgresql":
             dead_rows = dead_rows.with_for_update(skip_locked=True)
         async with self.db.write() as conn:
+            if self.db.dialect == "postgresql":
+                # A dead process's backend may still hold row locks (a transaction it
+                # never finished): wait a little, not for as long as it takes.
+                await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
             dead = [int(r[0]) for r in await conn.execute(dead_rows)]
             if not dead:
                 return Reaped()
-            freed_sources = await conn.execute(
-                update(sources)
-                .where(sources.c.claimed_by.in_(dead))
-                .values(claimed_until=None, claimed_by=None)
-            )
-            # Their lease ends now: the next claim takes them as in doubt.
-            freed_deliveries = await conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.claimed_by.in_(dead),
-                    outbox.c.state == "sending",
-                    outbox.c.lease_until > now,
-                )
-                .values(lease_until=now)
-            )
+            reaped = await self._free_claims(conn, dead, now)
             await conn.execute(delete(processes).where(processes.c.id.in_(dead)))
-        return Reaped(tuple(dead), int(freed_sources.rowcount), int(freed_deliveries.rowcount))
+        return reaped
 
 
 # -- statements built once (why: see _common.py) ---------------------------------------
