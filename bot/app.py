@@ -233,7 +233,7 @@ class App:
         if "poller" in self.roles:
             # One tick job, never overlapping itself; missed runs collapse into one.
             self.scheduler.add_job(
-                self.poller.tick,
+                self.poller.scheduled_tick,
                 "interval",
                 seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
                 id="poll-tick",
@@ -307,7 +307,11 @@ class App:
             ",".join(sorted(self.roles)),
             self.process_id,
         )
-        if not self.config.feeds and not self.config.discord.token:
+        if (
+            not self.config.feeds
+            and not self.config.discord.token
+            and not (await self.store.counts())["subscriptions"]
+        ):
             log.warning(
                 "nothing to relay: add [[feeds]] tables to the config file "
                 "(see config.example.toml) or set discord.token"

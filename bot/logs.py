@@ -33,5 +33,9 @@ def setup_logging(config: LoggingConfig) -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.level)
     # Library chatter (per-request debug lines) is noise at our INFO level.
-    for noisy in ("apscheduler", "alembic", "sqlalchemy.engine"):
+    for noisy in ("alembic", "sqlalchemy.engine"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # APScheduler warns each time a tick outlasts its period ("skipped: maximum number
+    # of running instances reached"), which a busy relay does by design (one tick at
+    # a time); a job that fails is still logged, at ERROR.
+    logging.getLogger("apscheduler").setLevel(max(logging.ERROR, root.level))
