@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage check status clean
+.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage bench-scale \
+	check status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,9 @@ bench-deliver: $(STAMP)
 
 bench-storage: $(STAMP)
 	$(BIN)/python -m bench.storage
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
