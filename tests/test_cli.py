@@ -186,7 +186,9 @@ def db_rows(db: Path, query: str) -> list[tuple[object, ...]]:
             return []
 
 
-async def start_run(config: Path) -> asyncio.subprocess.Process:
+async def start_run(
+    config: Path, *, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -196,6 +198,7 @@ async def start_run(config: Path) -> asyncio.subprocess.Process:
         str(config),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
 
 

@@ -20,7 +20,7 @@ from bot.storage.gateway_lock import TAKEOVER_DELAY, GatewayLock
 from bot.storage.store import Reaped, Store
 from tests.conftest import POSTGRES_URL, T0, Doc, FeedServer, Subscribe
 from tests.fakes.fake_discord import MANAGE_WEBHOOKS, VIEW_CHANNEL, FakeDiscord
-from tests.test_cli import db_rows, wait_for
+from tests.test_cli import db_rows, feedhook, wait_for
 from tests.test_poller import rss
 from tests.test_storage import item, ok
 
@@ -51,25 +51,11 @@ def pg_config(tmp_path: Path, url: str, *extra: str) -> Path:
     return path
 
 
-async def run_cli(*args: str, limit: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), limit)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 @needs_postgres
 async def test_migrations_started_together_all_come_up(tmp_path: Path, pg_database: str) -> None:
     config = pg_config(tmp_path, pg_database)
     results = await asyncio.gather(
-        *(run_cli("db", "upgrade", "--config", str(config)) for _ in range(5))
+        *(feedhook("db", "upgrade", "--config", str(config)) for _ in range(5))
     )
     for code, _out, err in results:
         assert code == 0, err
@@ -319,7 +305,7 @@ async def test_one_gateway_session_at_a_time_and_a_takeover_after_a_kill(
             await eventually(
                 lambda: _is(pg_database, "SELECT count(*) FROM processes", 2), within=30
             )
-            code, out, err = await run_cli("status", "--config", str(config))
+            code, out, err = await feedhook("status", "--config", str(config))
             assert code == 0, err
             listed = [line for line in out.splitlines() if line.startswith("process ")]
             assert len(listed) == 2
@@ -439,13 +425,13 @@ async def test_two_processes_share_the_global_rate(
 
 async def test_bot_role_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
     config = pg_config(tmp_path, f"sqlite:///{tmp_path / 'feedhook.db'}")
-    code, out, err = await run_cli("run", "--config", str(config), "--role", "bot,poller")
+    code, out, err = await feedhook("run", "--config", str(config), "--role", "bot,poller")
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         "feedhook: --role bot answers slash commands, which needs a bot token: set "
         "discord.token in the config file or FEEDHOOK_DISCORD_TOKEN"
     ]
-    code, _, err = await run_cli("run", "--config", str(config), "--role", "poler")
+    code, _, err = await feedhook("run", "--config", str(config), "--role", "poler")
     assert code == 2
     assert "poler is not a role; give a comma-separated subset of poller, delivery, bot" in err
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,17 +88,7 @@ async def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path, feed_server: F
 async def start_debug_run(config: Path) -> asyncio.subprocess.Process:
     """A run in asyncio's debug mode, which raises on event-loop calls made from other
     threads (APScheduler runs plain functions in a thread pool)."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
-    )
+    return await start_run(config, env={**os.environ, "PYTHONASYNCIODEBUG": "1"})
 
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])

@@ -355,13 +355,10 @@ class OutboxMixin(StoreBase):
             ).scalar_one_or_none()
             if item_id is None:
                 return None
-            existing = (
-                await conn.execute(
-                    select(outbox.c.id, outbox.c.state).where(
-                        outbox.c.subscription_id == subscription_id, outbox.c.item_id == item_id
-                    )
-                )
-            ).first()
+            row_of = select(outbox.c.id, outbox.c.state).where(
+                outbox.c.subscription_id == subscription_id, outbox.c.item_id == item_id
+            )
+            existing = (await conn.execute(row_of)).first()
             again = {
                 "state": "pending",
                 "attempts": 0,
@@ -385,14 +382,7 @@ class OutboxMixin(StoreBase):
                 if inserted is not None:
                     return int(inserted)
                 # queued by a test asked for at the same moment: that one will do
-                existing = (
-                    await conn.execute(
-                        select(outbox.c.id, outbox.c.state).where(
-                            outbox.c.subscription_id == subscription_id,
-                            outbox.c.item_id == item_id,
-                        )
-                    )
-                ).one()
+                existing = (await conn.execute(row_of)).one()
             if existing[1] in ("sent", "failed"):
                 await conn.execute(update(outbox).where(outbox.c.id == existing[0]).values(**again))
             return int(existing[0])
