@@ -448,7 +448,9 @@ class Poller:
                 meta=FeedMeta(info.title, info.link, info.icon, info.kind),
                 first_poll=first_poll,
                 choose=functools.partial(choose_new, built, cap=cap, first_poll=first_poll),
-                keys=document.keys or None,
+                # keys and normalised links: an entry whose guid changed matches its
+                # stored item by link, which must stay as long as the feed shows it
+                keys=(*document.keys, *document.link_counts) or None,
             )
         )
         if not first_poll and recorded.chosen > cap:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,9 +13,11 @@ from sqlalchemy import select, update
 
 from bot.config import ConfigError, load_config
 from bot.models import Item
+from bot.poller import Poller
 from bot.storage.retention import KEEP_NEWEST
 from bot.storage.store import PollRecord, Store, items, outbox, sources
-from tests.conftest import T0, Subscribe
+from tests.conftest import T0, Doc, FeedServer, Subscribe
+from tests.test_poller import rss
 from tests.test_storage import ok
 
 DAY = timedelta(days=1)
@@ -204,3 +208,36 @@ async def test_items_the_feed_still_shows_never_stall_the_pruning_after_them(
     pruned = await store.prune(now=T0, max_age=MAX_AGE)
     assert pruned.items == 60 - KEEP_NEWEST - len(in_feed)
     assert await stored_keys(store) == {f"o-{n}" for n in range(KEEP_NEWEST)} | set(in_feed)
+
+
+async def test_an_item_the_feed_shows_under_a_new_guid_is_kept_by_its_link(
+    store: Store, subscribe: Subscribe
+) -> None:
+    await subscribe("https://a.example/feed.xml")
+    (source,) = await store.claim_due_sources(now=T0, limit=1, lease=timedelta(minutes=5))
+    old = [
+        replace(
+            item(f"o-{n}", n), link=f"https://a.example/{n}", link_norm=f"https://a.example/{n}"
+        )
+        for n in range(30)
+    ]
+    # the publisher rewrote the guid of o-29: the document holds a new key, same link
+    document = [f"o-{n}" for n in range(10)] + ["new-guid-29", "https://a.example/29"]
+    await record(store, source.id, list(reversed(old)), keys=document)
+    await seen_long_ago(store, [i.key for i in old], days=90)
+    await store.prune(now=T0, max_age=MAX_AGE)
+    kept = await stored_keys(store)
+    assert "o-29" in kept  # its link is still in the feed: pruned, it would post again
+    assert "o-28" not in kept
+
+
+async def test_a_poll_records_what_its_document_holds(
+    store: Store, subscribe: Subscribe, feed_server: FeedServer, make_poller: Callable[..., Poller]
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("b", "B"), ("a", "A")]))
+    await subscribe(feed_server.url("/f.xml"))
+    await make_poller().poll_due()
+    async with store.db.read() as conn:
+        recorded = (await conn.execute(select(sources.c.last_keys))).scalar_one()
+    # the entries' keys and their normalised links
+    assert set(recorded) == {"a", "b", "https://example.com/a", "https://example.com/b"}

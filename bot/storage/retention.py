@@ -2,9 +2,10 @@
 in small batches, so the database stops growing with every post.
 
 Never pruned, whatever its age:
-- an item still in its source's last recorded document (``sources.last_keys``):
-  pruned, it would count as new at the next poll and be posted again; a source with
-  no recorded document yet keeps all its items;
+- an item still in its source's last recorded document (``sources.last_keys``: the
+  document's item keys and normalised links, since an entry whose guid changed is
+  matched to its stored item by link): pruned, it would count as new at the next poll
+  and be posted again; a source with no recorded document yet keeps all its items;
 - each source's newest :data:`KEEP_NEWEST` items: the staleness rule reads them, and
   ``/feed test`` posts the newest;
 - an item a delivery still points at: queued or being sent, or finished within
@@ -97,9 +98,9 @@ class RetentionMixin(StoreBase):
                     # then 304s): what its feed shows is unknown, so nothing of it goes
                     last_keys[int(source_id)] = set(keys) if keys is not None else None
         prunable = []
-        for item_id, source_id, key in rows:
+        for item_id, source_id, key, link_norm in rows:
             keep = last_keys.get(int(source_id))
-            if keep is not None and key not in keep:
+            if keep is not None and key not in keep and (not link_norm or link_norm not in keep):
                 prunable.append(int(item_id))
         next_after = int(rows[-1][0]) if len(rows) == MAX_CANDIDATES else 0
         return prunable, next_after
@@ -139,6 +140,7 @@ _RANKED = select(
     items.c.id,
     items.c.source_id,
     items.c.item_key,
+    items.c.link_norm,
     items.c.first_seen_at,
     func.row_number()
     .over(
@@ -151,7 +153,7 @@ _RANKED = select(
     .label("rank"),
 ).subquery()
 _OLD_ITEMS = (
-    select(_RANKED.c.id, _RANKED.c.source_id, _RANKED.c.item_key)
+    select(_RANKED.c.id, _RANKED.c.source_id, _RANKED.c.item_key, _RANKED.c.link_norm)
     .where(
         _RANKED.c.rank > bindparam("b_keep"),
         _RANKED.c.first_seen_at < _CUTOFF,

@@ -39,8 +39,9 @@ class SourceRow(SQLModel, table=True):
     consecutive_failures: int = Field(default=0)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     newest_item_at: datetime | None = Field(default=None)
-    # The item keys of the last document that brought something to record: retention
-    # never prunes them (pruned, an item still in the feed would be posted again).
+    # The item keys and normalised links of the last document that brought something
+    # to record: retention never prunes what they name (pruned, an item still in the
+    # feed would be posted again).
     last_keys: list[str] | None = Field(
         default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
