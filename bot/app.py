@@ -9,9 +9,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -220,72 +220,32 @@ class App:
         await self.fetcher.__aenter__()
         self.deliverer.open()
         # Heartbeats, the others' takeover, the delivery share: every few seconds.
-        self.scheduler.add_job(
-            self.beat,
-            "interval",
-            seconds=HEARTBEAT_SECONDS,
-            id="heartbeat",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=self.clock(),
-            misfire_grace_time=None,
-        )
+        self._every(self.beat, HEARTBEAT_SECONDS, "heartbeat", first=self.clock())
         if "poller" in self.roles:
-            # One tick job, never overlapping itself; missed runs collapse into one.
-            self.scheduler.add_job(
+            self._every(
                 self.poller.scheduled_tick,
-                "interval",
-                seconds=min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
-                id="poll-tick",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=self.clock(),
-                misfire_grace_time=None,
+                min(MAX_TICK_SECONDS, max(0.2, self.config.polling.interval / 4)),
+                "poll-tick",
+                first=self.clock(),
             )
+            # Staleness is judged in hours and days: a look every few minutes is plenty.
+            self._every(self.check_staleness, STALE_CHECK_SECONDS, "stale-check")
         if "delivery" in self.roles:
             # Delivery checks the outbox often: a new item should reach Discord within
             # a second or two of being found.
-            self.scheduler.add_job(
-                self.deliverer.tick,
-                "interval",
-                seconds=DELIVERY_TICK_SECONDS,
-                id="deliver-tick",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=self.clock(),
-                misfire_grace_time=None,
+            self._every(
+                self.deliverer.tick, DELIVERY_TICK_SECONDS, "deliver-tick", first=self.clock()
             )
         # Retention: every process has the job; the oldest live one does the pruning.
-        self.scheduler.add_job(
+        self._every(
             self.prune,
-            "interval",
-            seconds=PRUNE_EVERY_SECONDS,
-            id="prune",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=self.clock() + timedelta(seconds=PRUNE_FIRST_AFTER_SECONDS),
-            misfire_grace_time=None,
+            PRUNE_EVERY_SECONDS,
+            "prune",
+            first=self.clock() + timedelta(seconds=PRUNE_FIRST_AFTER_SECONDS),
         )
-        if "poller" in self.roles:
-            # Staleness is judged in hours and days: a look every few minutes is plenty.
-            self.scheduler.add_job(
-                self.check_staleness,
-                "interval",
-                seconds=STALE_CHECK_SECONDS,
-                id="stale-check",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
         if self.file_lock is not None:
-            self.scheduler.add_job(
-                self.check_database_file,
-                "interval",
-                seconds=DATABASE_FILE_CHECK_SECONDS,
-                id="database-file-check",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
+            self._every(
+                self.check_database_file, DATABASE_FILE_CHECK_SECONDS, "database-file-check"
             )
         if settle:
             settle_heap()
@@ -316,6 +276,27 @@ class App:
                 "nothing to relay: add [[feeds]] tables to the config file "
                 "(see config.example.toml) or set discord.token"
             )
+
+    def _every(
+        self,
+        job: Callable[[], Awaitable[object]],
+        seconds: float,
+        job_id: str,
+        *,
+        first: datetime | None = None,
+    ) -> None:
+        """Run ``job`` every ``seconds`` (from ``first``, else one period from now),
+        never overlapping itself; missed runs collapse into one."""
+        self.scheduler.add_job(
+            job,
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            **({"next_run_time": first} if first is not None else {}),
+        )
 
     async def _start_bot(self) -> None:
         # Imported here: the relay runs without discord.py's gateway machinery.

@@ -29,6 +29,12 @@ def remove_database(db: Path, *, replace: bool) -> None:
         db.write_bytes(b"")
 
 
+def one_feed(tmp_path: Path, feed_server: FeedServer) -> Path:
+    """A config relaying one loopback feed of one item, polled every second."""
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    return write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+
+
 async def stop(proc: asyncio.subprocess.Process) -> str:
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 15)
@@ -39,8 +45,7 @@ async def stop(proc: asyncio.subprocess.Process) -> str:
 async def test_a_second_run_on_the_same_file_is_refused(
     tmp_path: Path, feed_server: FeedServer
 ) -> None:
-    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
-    config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+    config = one_feed(tmp_path, feed_server)
     db = tmp_path / "feedhook.db"
     first = await start_run(config)
     try:
@@ -70,8 +75,7 @@ async def test_a_second_run_on_the_same_file_is_refused(
 
 
 async def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path, feed_server: FeedServer) -> None:
-    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
-    config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+    config = one_feed(tmp_path, feed_server)
     db = tmp_path / "feedhook.db"
     proc = await start_run(config)
     await started(db)
@@ -95,8 +99,7 @@ async def start_debug_run(config: Path) -> asyncio.subprocess.Process:
 async def test_a_database_file_removed_while_running_stops_the_run(
     tmp_path: Path, feed_server: FeedServer, how: str
 ) -> None:
-    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
-    config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+    config = one_feed(tmp_path, feed_server)
     db = tmp_path / "feedhook.db"
     proc = await start_debug_run(config)
     await started(db)
@@ -112,8 +115,7 @@ async def test_a_database_file_removed_while_running_stops_the_run(
 async def test_a_lock_file_removed_while_running_stops_the_run(
     tmp_path: Path, feed_server: FeedServer
 ) -> None:
-    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
-    config = write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
+    config = one_feed(tmp_path, feed_server)
     db = tmp_path / "feedhook.db"
     proc = await start_debug_run(config)
     await started(db)

@@ -105,15 +105,6 @@ class RetentionMixin(StoreBase):
         next_after = int(rows[-1][0]) if len(rows) == MAX_CANDIDATES else 0
         return prunable, next_after
 
-    async def retention_counts(self) -> dict[str, int]:
-        """Rows that retention looks after, for ``feedhook status``."""
-        async with self.db.read() as conn:
-            item_count = (await conn.execute(select(func.count()).select_from(items))).scalar_one()
-            delivery_count = (
-                await conn.execute(select(func.count()).select_from(outbox))
-            ).scalar_one()
-        return {"items": int(item_count), "deliveries": int(delivery_count)}
-
 
 # -- statements built once (why: see _common.py) ---------------------------------------
 
