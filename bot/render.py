@@ -812,3 +812,19 @@ def _social_batch(
     if embeds:
         messages.append(Message(_not_empty({**envelope, "embeds": embeds}), count))
     return messages
+
+
+# -- for bot.shaping, which builds on the default look --------------------------------
+
+visible = _visible
+inline = _inline
+
+
+def truncate_plain(text: str, limit: int) -> str:
+    """:func:`truncate` for text that is not markdown (names, footers, thread titles)."""
+    return _truncate(text, limit, markdown=False)
+
+
+def fit_embed(embed: dict[str, Any]) -> None:
+    """Shrink ``embed`` in place to Discord's 6000-unit total of one message."""
+    _fit_embed(embed, EMBED_TOTAL_MAX)
