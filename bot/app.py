@@ -144,7 +144,7 @@ def config_feeds(config: Config) -> list[ConfigFeed]:
             url=f.url,
             target=f.target,
             backfill=f.backfill,
-            options={"style": f.style, "batch": f.batch},
+            options=f.shape().to_options(),
         )
         for f in config.feeds
     ]

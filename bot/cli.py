@@ -33,8 +33,9 @@ from bot.logs import setup_logging
 from bot.models import Item, SourceHealth, SubscriptionState
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
-from bot.render import render_item
+from bot.render import render_item, webhook_username
 from bot.services import BOT_REMOVED
+from bot.shaping import Shape, render_message
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
@@ -79,10 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     check = with_config(sub.add_parser("check", help="fetch and parse one source; store nothing"))
     check.add_argument(
         "source",
+        nargs="?",
         help="a feed URL, a web page that links its feed, or x:handle, bsky:handle, "
-        "@user@instance, a YouTube or Reddit URL",
+        "@user@instance, a YouTube or Reddit URL (with --as-feed: default, that entry's url)",
     )
     check.add_argument("--json", action="store_true", help="print webhook request bodies as JSON")
+    check.add_argument(
+        "--as-feed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="render with the settings of the config's [[feeds]] entry N (0-based): its "
+        "templates, filters and mentions",
+    )
     with_config(sub.add_parser("status", help="show each source's health"))
     demo = sub.add_parser(
         "demo", help="watch items travel from a local feed to a local stand-in for Discord"
@@ -151,7 +161,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             asyncio.run(App(config, roles=roles.roles).run_until_signalled())
         elif args.command == "check":
-            asyncio.run(check_source(config, args.source, as_json=args.json, out=sys.stdout))
+            source, shape = args.source, None
+            if args.as_feed is not None:
+                count = len(config.feeds)
+                if not 0 <= args.as_feed < count:
+                    entries = f"{count} [[feeds]] entr{'y' if count == 1 else 'ies'}"
+                    print(
+                        f"feedhook: --as-feed {args.as_feed}: the config has {entries}"
+                        + (f"; give 0 to {count - 1}" if count else ""),
+                        file=sys.stderr,
+                    )
+                    return 2
+                entry = config.feeds[args.as_feed]
+                source, shape = source or entry.url, entry.shape()
+            if source is None:
+                print("feedhook: check needs a SOURCE (or --as-feed N)", file=sys.stderr)
+                return 2
+            asyncio.run(
+                check_source(config, source, as_json=args.json, out=sys.stdout, shape=shape)
+            )
         elif args.command == "status":
             require_sqlite_file(config.database.url)
             asyncio.run(print_status(config, out=sys.stdout))
@@ -168,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- check ---------------------------------------------------------------------------
 
 
-async def check_source(config: Config, source: str, *, as_json: bool, out: TextIO) -> None:
+async def check_source(
+    config: Config, source: str, *, as_json: bool, out: TextIO, shape: Shape | None = None
+) -> None:
+    """Show every entry of ``source`` as it would be posted; with ``shape`` (``--as-feed``)
+    with those settings, leaving out (on stderr) the entries its filters drop."""
     sources = source_resolver(config)
     try:
         ref = parse_source(source, sources.settings)
@@ -185,38 +217,61 @@ async def check_source(config: Config, source: str, *, as_json: bool, out: TextI
     built = build_items(parsed, parsed.entries, link_counts(parsed.entries))
     if fetched.moved_to:
         print(f"note: the feed lives at {fetched.moved_to}", file=sys.stderr)
+    bodies: list[tuple[Item, dict[str, Any]]] = []
+    for item in built:
+        if shape is None:
+            bodies.append((item, render_item(item, parsed.info)))
+        elif shape.filter.passes(item):
+            bodies.append((item, render_message(item, parsed.info, shape)))
+        else:
+            print(f"filtered out: {item.title or item.link or item.key}", file=sys.stderr)
     if as_json:
-        json.dump(
-            [render_item(item, parsed.info) for item in built], out, ensure_ascii=False, indent=2
-        )
+        json.dump([body for _, body in bodies], out, ensure_ascii=False, indent=2)
         out.write("\n")
         return
-    _print_human(parsed, built, out)
+    _print_human(parsed, bodies, total=len(built), out=out)
 
 
-def _print_human(parsed: ParsedFeed, built: list[Item], out: TextIO) -> None:
+def _print_human(
+    parsed: ParsedFeed, bodies: list[tuple[Item, dict[str, Any]]], *, total: int, out: TextIO
+) -> None:
     info = parsed.info
-    out.write(f"{info.title} ({info.kind}, {len(built)} entries)\n")
+    shown = f"{len(bodies)} of {total} entries pass the filters" if len(bodies) < total else ""
+    out.write(f"{info.title} ({info.kind}, {shown or f'{total} entries'})\n")
     if info.link:
         out.write(f"  site: {info.link}\n")
-    for item in built:
-        body = render_item(item, info)
-        embed: dict[str, Any] = body["embeds"][0]
+    for item, body in bodies:
         out.write("\n" + "-" * 72 + "\n")
+        if body.get("thread_name"):
+            out.write(f"[forum post] {body['thread_name']}\n")
+        if body.get("username") and body["username"] != webhook_username(info.title):
+            out.write(f"[as {body['username']}]\n")
+        if body.get("content"):
+            out.write(body["content"] + "\n")
+        for embed in (body.get("embeds") or [])[:1]:
+            _print_embed(item, embed, out)
+
+
+def _print_embed(item: Item, embed: dict[str, Any], out: TextIO) -> None:
+    if embed.get("title"):
         out.write(f"{embed['title']}\n")
-        if "url" in embed:
-            out.write(f"  {embed['url']}\n")
-        meta = [
-            embed.get("author", {}).get("name", ""),
-            embed.get("timestamp", ""),
-            ", ".join(item.categories),
-        ]
-        if any(meta):
-            out.write("  " + " | ".join(m for m in meta if m) + "\n")
-        if "image" in embed:
-            out.write(f"  image: {embed['image']['url']}\n")
-        if embed.get("description"):
-            out.write("\n" + embed["description"] + "\n")
+    if "url" in embed:
+        out.write(f"  {embed['url']}\n")
+    meta = [
+        embed.get("author", {}).get("name", ""),
+        embed.get("timestamp", ""),
+        ", ".join(item.categories),
+    ]
+    if any(meta):
+        out.write("  " + " | ".join(m for m in meta if m) + "\n")
+    if "image" in embed:
+        out.write(f"  image: {embed['image']['url']}\n")
+    if "thumbnail" in embed:
+        out.write(f"  thumbnail: {embed['thumbnail']['url']}\n")
+    if embed.get("description"):
+        out.write("\n" + embed["description"] + "\n")
+    if embed.get("footer", {}).get("text"):
+        out.write(f"  — {embed['footer']['text']}\n")
 
 
 # -- status ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from bot.models import WebhookTarget
+from bot.shaping import SettingError, Shape, parse_settings
 from bot.sources.forms import SourceFormError, SourceSettings, ensure_usable, parse_source
 from bot.webhooks import WebhookURLError, parse_webhook_url
 
@@ -212,8 +213,34 @@ class FeedEntry(_Section):
     url: str
     webhook: str = Field(repr=False)
     backfill: int = Field(default=0, ge=0, le=10)
-    style: Literal["embed", "text"] = "embed"
+    style: Literal["embed", "text"] | None = None
     batch: bool = True
+    # How items look, which are posted and whom they ping (bot.shaping checks them all
+    # in Config, where the entry's index is known).
+    content: str | None = None
+    embed: bool | dict[str, str | int] | None = None
+    username: str | None = None
+    avatar_url: str | None = None
+    include: list[str] | str | None = None
+    exclude: list[str] | str | None = None
+    mention_roles: list[int | str] | None = None
+    mention_when: list[str] | str | None = None
+    forum: bool = False
+    thread_title: str | None = None
+    forum_tags: list[int | str] | None = None
+    follow_edits: bool = False
+
+    def settings(self) -> dict[str, object]:
+        """The entry's message settings as :func:`bot.shaping.parse_settings` reads them."""
+        keys = (
+            "style", "batch", "content", "embed", "username", "avatar_url", "include",
+            "exclude", "mention_roles", "mention_when", "forum", "thread_title",
+            "forum_tags", "follow_edits",
+        )  # fmt: skip
+        return {k: v for k in keys if (v := getattr(self, k)) is not None}
+
+    def shape(self) -> Shape:
+        return parse_settings(self.settings())
 
     @field_validator("url")
     @classmethod
@@ -267,6 +294,10 @@ class Config(_Section):
                 # Not a ValueError to pydantic: it would lose the index. load_config
                 # adds the file name.
                 raise FeedSourceError(f"feeds[{index}].url: {exc}") from None
+            try:
+                feed.shape()
+            except SettingError as exc:
+                raise FeedSourceError(f"feeds[{index}].{exc.key}: {exc.problem}") from None
             out.append(feed.model_copy(update={"url": ref.url}))
         return tuple(out)
 

@@ -31,10 +31,11 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.models import FeedInfo, SendError, WebhookTarget
-from bot.render import FORUM_TITLE_MAX, Message, render_batch, render_item, truncate
-from bot.storage.store import DeliveryJob, OutboxEntry, SentMark, Store
+from bot.render import Message
+from bot.shaping import Shape, edit_body, render_message, render_messages, shape_of
+from bot.storage.store import DeliveryJob, EditJob, OutboxEntry, SentMark, Store
 from bot.tasks import GroupCommit, finish_or_cancel
-from bot.webhooks import execute_url
+from bot.webhooks import execute_url, message_url
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,8 @@ class RateLimiter:
 
 @dataclass(frozen=True, slots=True)
 class PostResult:
-    kind: Literal["sent", "rate_limited", "retry", "gone", "forbidden", "bad_request"]
+    # "missing": an edit's message no longer exists (404, code 10008)
+    kind: Literal["sent", "rate_limited", "retry", "gone", "forbidden", "bad_request", "missing"]
     message_id: int | None = None
     channel_id: int | None = None
     error: str = ""
@@ -244,6 +246,11 @@ def retry_delay(attempts: int, rnd: float) -> float:
     """Exponential backoff with jitter: 5 s, 10 s, 20 s ... capped at an hour."""
     base: float = min(MAX_RETRY_DELAY, 5.0 * 2.0 ** min(attempts, 20))
     return base * (0.5 + rnd)
+
+
+def _error_code(data: Any) -> int | None:
+    code = data.get("code") if isinstance(data, dict) else None
+    return code if isinstance(code, int) else None
 
 
 def _error_text(status: int, data: Any) -> str:
@@ -272,6 +279,8 @@ class DeliveryStats:
     failed_items: int = 0
     in_doubt_resent: int = 0
     in_doubt_found: int = 0
+    filtered_items: int = 0
+    edited_messages: int = 0
 
 
 class Deliverer:
@@ -379,7 +388,139 @@ class Deliverer:
                 self._in_flight[job.subscription_id] = task
                 task.add_done_callback(functools.partial(self._forget, job.subscription_id))
                 started.append(task)
+        started += await self._start_edits()
         return started
+
+    async def _start_edits(self) -> list[asyncio.Task[None]]:
+        """Claim messages due an edit with the slots sends left free; one task per
+        subscription, so its sends and edits never run side by side."""
+        free = self.settings.concurrency - len(self._in_flight)
+        if self._stopping or free <= 0:
+            return []
+        edits = await self.store.claim_edits(
+            now=self.clock(),
+            limit=free * 4,
+            lease=timedelta(seconds=self.settings.lease),
+            exclude=self._in_flight.keys(),
+        )
+        by_subscription: dict[int, list[EditJob]] = {}
+        for edit in edits:
+            by_subscription.setdefault(edit.subscription_id, []).append(edit)
+        started = []
+        for sub_id, jobs in by_subscription.items():
+            task = asyncio.create_task(self._run_edits(jobs), name=f"edit-{sub_id}")
+            self._in_flight[sub_id] = task
+            task.add_done_callback(functools.partial(self._forget, sub_id))
+            started.append(task)
+        return started
+
+    async def _run_edits(self, jobs: Sequence[EditJob]) -> None:
+        for job in jobs:
+            try:
+                if self._stopping:
+                    await self.store.finish_edit(job, retry_at=self.clock())
+                    continue
+                await self._edit(job)
+            except Exception:
+                log.exception("edit crashed subscription=%d", job.subscription_id)
+                # its claim runs out and the edit is tried again then
+
+    async def _edit(self, job: EditJob) -> None:
+        """PATCH a posted message with its item as it now is, paced like sends."""
+        body = edit_body(render_message(job.item, job.feed, shape_of(job.options)))
+        url = message_url(self.settings.api_base, job.target, job.message_id, job.thread_id)
+        carrier = DeliveryJob(
+            subscription_id=job.subscription_id,
+            target=job.target,
+            channel_id=None,
+            options=job.options,
+            feed=job.feed,
+            entries=(),
+            pending_total=0,
+        )
+        while True:
+            async with self._webhook_locks.setdefault(job.target.webhook_id, asyncio.Lock()):
+                result = await self._post(carrier, body, method="PATCH", url=url)
+            if result.kind != "rate_limited":
+                break
+            self.stats.rate_limited += 1
+        link = job.item.link or job.item.key
+        if result.kind == "sent":
+            self.stats.edited_messages += 1
+            await self.store.finish_edit(job)
+            log.info(
+                "edited url=%s link=%s subscription=%d message=%d",
+                job.source_url,
+                link,
+                job.subscription_id,
+                job.message_id,
+            )
+        elif result.kind == "missing":
+            # Someone deleted the message: nothing left to follow.
+            await self.store.finish_edit(job)
+            log.info(
+                "edit skipped, the message was deleted url=%s link=%s subscription=%d",
+                job.source_url,
+                link,
+                job.subscription_id,
+            )
+        elif result.kind in ("gone", "forbidden"):
+            await self.store.finish_edit(job)
+            self._dead_webhooks[(job.target.webhook_id, job.target.token)] = result.error
+            disabled = await self.store.disable_webhook(
+                job.target.webhook_id, reason=result.error, now=self.clock()
+            )
+            log.warning(
+                "webhook disabled webhook=%d subscriptions=%s reason=%s",
+                job.target.webhook_id,
+                disabled,
+                result.error,
+            )
+        elif result.kind == "bad_request":
+            await self.store.finish_edit(job)
+            log.warning(
+                "edit rejected subscription=%d message=%d error=%s",
+                job.subscription_id,
+                job.message_id,
+                result.error,
+            )
+        else:
+            delay = retry_delay(1, self.rng())
+            await self.store.finish_edit(job, retry_at=self.clock() + timedelta(seconds=delay))
+            log.info(
+                "edit retried subscription=%d in=%.0fs error=%s",
+                job.subscription_id,
+                delay,
+                result.error,
+            )
+
+    async def _filter(
+        self, job: DeliveryJob, shape: Shape, entries: list[OutboxEntry]
+    ) -> list[OutboxEntry]:
+        """Leave out the entries the subscription's filters reject: marked ``filtered``,
+        never sent. Regexes run off the event loop (each search is time-bounded too)."""
+        item_filter = shape.filter
+
+        def verdicts() -> list[bool]:
+            return [item_filter.passes(entry.item) for entry in entries]
+
+        passing = await asyncio.to_thread(verdicts) if item_filter.has_regex else verdicts()
+        dropped = [entry for entry, ok in zip(entries, passing, strict=True) if not ok]
+        if dropped:
+            await self.store.mark_filtered(
+                [entry.id for entry in dropped],
+                reason="left out by the subscription's filters",
+                now=self.clock(),
+            )
+            self.stats.filtered_items += len(dropped)
+            for entry in dropped:
+                log.info(
+                    "filtered url=%s link=%s subscription=%d",
+                    job.source_url,
+                    entry.item.link or entry.item.key,
+                    job.subscription_id,
+                )
+        return [entry for entry, ok in zip(entries, passing, strict=True) if ok]
 
     def _forget(self, subscription_id: int, task: asyncio.Task[None]) -> None:
         if self._in_flight.get(subscription_id) is task:
@@ -441,32 +582,37 @@ class Deliverer:
             entries = await self._settle_in_doubt(job, entries, doubtful)
         if not entries:
             return True
-        style = str(job.options.get("style", "embed"))
+        shape = shape_of(job.options)
+        if not shape.filter.empty:
+            entries = await self._filter(job, shape, entries)
+            if not entries:
+                return True
         # A forum channel gets one post (thread) per item, titled by the item.
-        forum = bool(job.options.get("forum"))
         batching = (
-            not forum
-            and bool(job.options.get("batch", True))
+            not shape.forum
+            and shape.batch
             and (
                 job.pending_total > self.settings.batch_threshold
                 or self.limiter.exhausted(job.target.webhook_id)
             )
         )
-        items = [e.item for e in entries]
         queue: deque[tuple[Message, list[OutboxEntry]]] = deque()
-        if batching:
+        run: list[OutboxEntry] = []
+
+        def flush_run() -> None:
             start = 0
-            for message in render_batch(items, job.feed, style=style):
-                queue.append((message, entries[start : start + message.count]))
+            for message in render_messages([e.item for e in run], job.feed, shape):
+                queue.append((message, run[start : start + message.count]))
                 start += message.count
-        else:
-            for entry in entries:
-                body = render_item(entry.item, job.feed, style=style)
-                if forum:
-                    body["thread_name"] = truncate(
-                        entry.item.title or job.feed.title, FORUM_TITLE_MAX
-                    )
-                queue.append((Message(body, 1), [entry]))
+            run.clear()
+
+        for entry in entries:
+            if batching and not shape.stands_alone(entry.item):
+                run.append(entry)
+                continue
+            flush_run()
+            queue.append((Message(render_message(entry.item, job.feed, shape), 1), [entry]))
+        flush_run()
         lease_until = job.lease_until
         while queue:
             message, rows = queue[0]
@@ -497,7 +643,11 @@ class Deliverer:
             queue.popleft()
             ids = [r.id for r in rows]
             if result.kind == "sent":
-                await self._sent.submit(SentMark(tuple(ids), result.message_id, self.clock()))
+                # The thread it went to: the subscription's, or the forum post it opened.
+                thread = job.target.thread_id or (result.channel_id if shape.forum else None)
+                await self._sent.submit(
+                    SentMark(tuple(ids), result.message_id, self.clock(), thread_id=thread)
+                )
                 for row in rows:
                     # Where to look when someone asks "why did this not show up?"; the
                     # source's URL names it (the webhook's token never reaches a log).
@@ -510,15 +660,18 @@ class Deliverer:
                     )
                 self.stats.sent_messages += 1
                 self.stats.sent_items += len(rows)
-                if result.channel_id and job.channel_id is None and not job.target.thread_id:
+                if (
+                    result.channel_id
+                    and job.channel_id is None
+                    and not job.target.thread_id
+                    and not shape.forum  # a forum post answers with its new thread's id
+                ):
                     self.limiter.learn_channel(job.target.webhook_id, result.channel_id)
                     await self.store.learn_channel(job.subscription_id, result.channel_id)
                     job = replace(job, channel_id=result.channel_id)
             elif result.kind == "bad_request" and len(rows) > 1:
                 # One bad item must not sink its batch: send them one by one.
-                singles = [
-                    (Message(render_item(r.item, job.feed, style=style), 1), [r]) for r in rows
-                ]
+                singles = [(Message(render_message(r.item, job.feed, shape), 1), [r]) for r in rows]
                 queue.extendleft(reversed(singles))
             elif result.kind == "bad_request":
                 log.warning(
@@ -693,14 +846,23 @@ class Deliverer:
         self.stats.retried += 1
         log.warning("delivery will retry count=%d in=%.0fs error=%s", len(retry), delay, error)
 
-    async def _post(self, job: DeliveryJob, body: dict[str, Any]) -> PostResult:
+    async def _post(
+        self,
+        job: DeliveryJob,
+        body: dict[str, Any],
+        *,
+        method: str = "POST",
+        url: str | None = None,
+    ) -> PostResult:
+        """Execute the webhook with ``body`` (or, for an edit, ``method`` on ``url``),
+        paced by the limiter; what Discord's answer means for the rows."""
         assert self._session is not None, "Deliverer used without open()"
         target = job.target
         channel_key = job.channel_id or -target.webhook_id
         await self.limiter.acquire(target.webhook_id, channel_key)
         try:
-            async with self._session.post(
-                execute_url(self.settings.api_base, target), json=body
+            async with self._session.request(
+                method, url or execute_url(self.settings.api_base, target), json=body
             ) as resp:
                 status = resp.status
                 try:
@@ -741,6 +903,8 @@ class Deliverer:
                 retry_after,
             )
             return PostResult("rate_limited")
+        if status == 404 and method == "PATCH" and _error_code(data) == 10008:
+            return PostResult("missing", error="the message was deleted")
         if status in (401, 404):
             self.limiter.record_error()
             return PostResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -114,6 +115,9 @@ class SubscriptionView:
     last_delivery_at: datetime | None
     # polls succeed but nothing new arrives for far longer than usual (bot.staleness)
     stale: bool = False
+    # its message settings (bot.shaping reads them) and how many items its filters left out
+    options: Mapping[str, object] = field(default_factory=dict)
+    filtered: int = 0
 
     @property
     def state(self) -> str:

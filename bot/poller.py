@@ -434,6 +434,10 @@ class Poller:
                 source.id, [e.key for e in entries], unique_links
             )
             new_keys = {e.key for e in select_new(entries, known_keys, known_links, counts)}
+            if not first_poll and known_keys and await self.store.follows_edits(source.id):
+                # Entries already stored whose bytes changed: built too, so that the
+                # write can compare their title and summary with what was posted.
+                new_keys |= {e.key for e in entries if e.key in known_keys}
             new_entries = [e for e in entries if e.key in new_keys]
             built = (
                 await in_cpu_thread(build_items, parsed, new_entries, counts) if new_entries else []

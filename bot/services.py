@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,15 @@ from typing import Any
 from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
-from bot.render import FORUM_TITLE_MAX, render_item, truncate
+from bot.render import render_item
+from bot.shaping import (
+    FORMAT_KEYS,
+    SettingError,
+    Shape,
+    parse_settings,
+    render_message,
+    shape_of,
+)
 from bot.sources.feed import ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
@@ -76,6 +84,23 @@ class SourcePreview:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingsResult:
+    """A subscription's settings after a change, with what they now make of its items."""
+
+    view: SubscriptionView
+    shape: Shape
+    # the newest (passing) item as it will now be posted; None: no item to show
+    preview: dict[str, Any] | None
+    # of the source's current items: how many the filters let through, out of how many
+    passing: int = 0
+    total: int = 0
+
+
+# Typed in a slash option to clear a side ("-"): Discord sends no empty string.
+CLEAR = "-"
+
+
+@dataclass(frozen=True, slots=True)
 class GuildStatus:
     total: int
     ok: int
@@ -84,6 +109,37 @@ class GuildStatus:
     disabled: tuple[SubscriptionView, ...]
     stale: tuple[SubscriptionView, ...]
     last_delivery_at: datetime | None
+    filtered: int = 0  # items the subscriptions' filters left out (kept for the log)
+
+
+def _setting_problem(exc: SettingError) -> str:
+    names = {
+        "content": "Content",
+        "embed.title": "Embed title",
+        "embed.description": "Embed description",
+        "username": "Username",
+        "avatar_url": "Avatar URL",
+        "include": "include",
+        "exclude": "exclude",
+        "mention_when": "when",
+    }
+    return f"{names.get(exc.key, exc.key)}: {exc.problem}"
+
+
+def resolve_forum_tags(typed: str, available: Sequence[tuple[int, str]]) -> tuple[int, ...]:
+    """Tag names typed as one comma-separated string -> the forum's tag ids (case does not
+    matter); an unknown name is refused with the forum's tag names listed."""
+    by_name = {name.casefold(): tag_id for tag_id, name in available}
+    ids: list[int] = []
+    for name in (part.strip() for part in typed.split(",")):
+        if not name or name == CLEAR:
+            continue
+        tag_id = by_name.get(name.casefold())
+        if tag_id is None:
+            names = ", ".join(f"`{n}`" for _, n in available) or "none"
+            raise ServiceError(f"This forum has no tag named `{name}`. Its tags: {names}.")
+        ids.append(tag_id)
+    return tuple(dict.fromkeys(ids))
 
 
 def _fetch_problem(exc: FetchError) -> str:
@@ -260,27 +316,176 @@ class FeedService:
         return view
 
     async def send_test(self, guild_id: int, subscription: str) -> FeedTestResult:
-        """Post the subscription's newest item now: outside the queue in a process that
-        delivers, else through the delivery processes (waiting a little for them)."""
+        """Post the subscription's newest item now, with its settings: outside the queue in
+        a process that delivers, else through the delivery processes (waiting a little for
+        them). Right after ``/feed add`` nothing is stored yet: the source is read now."""
         view = await self.get(guild_id, subscription)
         found = await self.store.newest_item(view.id)
-        if found is None:
-            raise ServiceError(
-                f"**{view.label}** has no items yet; feedhook reads it within a few minutes of "
-                "adding it. Try again shortly."
-            )
         if self.send_now is None:
+            if found is None:
+                raise ServiceError(
+                    f"**{view.label}** has no items yet; feedhook reads it within a few "
+                    "minutes of adding it. Try again shortly."
+                )
             # No delivery here (`--role` without it): the delivery processes post it.
             return await self._queue_test(view)
-        item, feed, target, options = found
-        body = render_item(item, feed)
-        if options.get("forum"):
-            body["thread_name"] = truncate(item.title or feed.title, FORUM_TITLE_MAX)
+        if found is None:
+            fresh = await self.preview(view.source_url)
+            if fresh.newest is None:
+                raise ServiceError(f"**{view.label}** has no items to post yet.")
+            target = await self.store.subscription_target(view.id)
+            if target is None:
+                raise ServiceError("That subscription was just removed.")
+            item, feed = fresh.newest, fresh.feed
+        else:
+            item, feed, target, _options = found
+        body = render_message(item, feed, shape_of(view.options))
+        # A test shows the mentions but pings nobody: nothing new happened.
+        body["allowed_mentions"] = {"parse": []}
         try:
             await self.send_now(target, body)
         except SendError as exc:
             raise ServiceError(f"The test post failed: {exc}") from None
         return FeedTestResult(view, sent=True)
+
+    # -- message settings (/feed format, filter, mention, options) -------------------
+
+    async def _save(self, view: SubscriptionView, changes: Mapping[str, object | None]) -> Shape:
+        """Check the subscription's settings with ``changes`` (None removes a key) and
+        store them; a bad setting raises ServiceError and nothing is saved."""
+        options = dict(view.options)
+        for key, value in changes.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        if "embed" in changes:
+            options.pop("style", None)  # embed replaces the older style key
+        try:
+            shape = parse_settings(options)
+        except SettingError as exc:
+            raise ServiceError(f"Nothing was saved: {_setting_problem(exc)}") from None
+        stored = shape.to_options()
+        if not await self.store.set_options(view.guild_id or 0, view.id, stored):
+            raise ServiceError("That subscription was just removed.")
+        log.info("subscription settings changed subscription=%d keys=%s", view.id, sorted(changes))
+        return shape
+
+    async def _result(self, view: SubscriptionView, shape: Shape) -> SettingsResult:
+        found = await self.store.recent_items(view.id)
+        items, feed = found if found else ([], None)
+        passing = [i for i in items if shape.filter.passes(i)]
+        preview = render_message(passing[0], feed, shape) if passing and feed is not None else None
+        return SettingsResult(
+            replace(view, options=shape.to_options()), shape, preview, len(passing), len(items)
+        )
+
+    async def format_settings(
+        self, guild_id: int, subscription: str
+    ) -> tuple[SubscriptionView, dict[str, str]]:
+        """The five texts ``/feed format`` shows: content, embed title and description,
+        username, avatar URL (empty when default)."""
+        view = await self.get(guild_id, subscription)
+        options = view.options
+        embed = options.get("embed")
+        embed_texts = embed if isinstance(embed, Mapping) else {}
+        values = {
+            "content": options.get("content"),
+            "title": embed_texts.get("title"),
+            "description": embed_texts.get("description"),
+            "username": options.get("username"),
+            "avatar_url": options.get("avatar_url"),
+        }
+        return view, {k: v if isinstance(v, str) else "" for k, v in values.items()}
+
+    async def set_format(
+        self, guild_id: int, subscription: str, texts: Mapping[str, str]
+    ) -> SettingsResult:
+        """``/feed format``'s modal: ``texts`` keyed content, title, description, username,
+        avatar_url; an empty text means the default."""
+        view = await self.get(guild_id, subscription)
+        embed = view.options.get("embed")
+        embed_texts = dict(embed) if isinstance(embed, Mapping) else {}
+        for key in ("title", "description"):
+            text = texts.get(key, "").strip()
+            if text:
+                embed_texts[key] = text
+            else:
+                embed_texts.pop(key, None)
+        new_embed: object | None = embed_texts or (False if embed is False else None)
+        changes = {
+            "content": texts.get("content", "").strip() or None,
+            "embed": new_embed,
+            "username": texts.get("username", "").strip() or None,
+            "avatar_url": texts.get("avatar_url", "").strip() or None,
+        }
+        shape = await self._save(view, changes)
+        return await self._result(view, shape)
+
+    async def reset_format(self, guild_id: int, subscription: str) -> SettingsResult:
+        view = await self.get(guild_id, subscription)
+        shape = await self._save(view, dict.fromkeys((*FORMAT_KEYS, "style")))
+        return await self._result(view, shape)
+
+    async def set_filter(
+        self, guild_id: int, subscription: str, *, include: str | None, exclude: str | None
+    ) -> SettingsResult:
+        """``/feed filter``: each side replaced by the typed terms, ``-`` clears it, None
+        leaves it as it is."""
+        view = await self.get(guild_id, subscription)
+        changes: dict[str, object | None] = {}
+        for key, typed in (("include", include), ("exclude", exclude)):
+            if typed is not None:
+                changes[key] = None if typed.strip() == CLEAR else typed
+        shape = await self._save(view, changes)
+        return await self._result(view, shape)
+
+    async def set_mention(
+        self, guild_id: int, subscription: str, *, role_id: int | None, when: str | None
+    ) -> SettingsResult:
+        """``/feed mention``: the role replaces the subscription's roles (None: stop
+        mentioning); ``when`` limits it to matching items (``-`` clears, None keeps)."""
+        view = await self.get(guild_id, subscription)
+        changes: dict[str, object | None] = {
+            "mention_roles": [str(role_id)] if role_id is not None else None
+        }
+        if role_id is None:
+            changes["mention_when"] = None
+        elif when is not None:
+            changes["mention_when"] = None if when.strip() == CLEAR else when
+        shape = await self._save(view, changes)
+        return await self._result(view, shape)
+
+    async def set_options(
+        self,
+        guild_id: int,
+        subscription: str,
+        *,
+        embed: bool | None = None,
+        follow_edits: bool | None = None,
+        thread_title: str | None = None,
+        forum_tags: Sequence[int] | None = None,
+    ) -> SettingsResult:
+        """``/feed options``; each option given replaces its setting (a thread title of
+        ``-`` goes back to the default, no tags clears them)."""
+        view = await self.get(guild_id, subscription)
+        changes: dict[str, object | None] = {}
+        if embed is not None:
+            embed_now = view.options.get("embed")
+            if embed:
+                changes["embed"] = embed_now if isinstance(embed_now, Mapping) else None
+            else:
+                changes["embed"] = False
+        if follow_edits is not None:
+            changes["follow_edits"] = follow_edits or None
+        if thread_title is not None:
+            changes["thread_title"] = None if thread_title.strip() == CLEAR else thread_title
+        if forum_tags is not None:
+            changes["forum_tags"] = [str(t) for t in forum_tags] or None
+        if not changes:
+            return await self._result(view, shape_of(view.options))
+        shape = await self._save(view, changes)
+        return await self._result(view, shape)
 
     async def _queue_test(self, view: SubscriptionView) -> FeedTestResult:
         outbox_id = await self.store.queue_test(view.id, now=self.clock())
@@ -322,6 +527,7 @@ class FeedService:
             disabled=tuple(v for v in views if v.state == "disabled"),
             stale=stale,
             last_delivery_at=max(deliveries, default=None),
+            filtered=sum(v.filtered for v in views),
         )
 
     # -- lifecycle events -----------------------------------------------------------

@@ -48,6 +48,18 @@ def parse_webhook_url(url: str) -> WebhookTarget:
     return WebhookTarget(webhook_id=int(match.group(1)), token=match.group(2), thread_id=thread_id)
 
 
+def message_url(
+    api_base: str, target: WebhookTarget, message_id: int, thread_id: int | None = None
+) -> str:
+    """The URL of a message the webhook posted (to edit it); contains the token."""
+    url = (
+        f"{api_base.rstrip('/')}/webhooks/{target.webhook_id}/{target.token}/messages/{message_id}"
+    )
+    if thread_id is not None:
+        url += f"?thread_id={thread_id}"
+    return url
+
+
 def execute_url(api_base: str, target: WebhookTarget) -> str:
     """The URL feedhook posts to; contains the token, so never log it."""
     url = f"{api_base.rstrip('/')}/webhooks/{target.webhook_id}/{target.token}?wait=true"

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.discord import replies
 from bot.discord.webhooks import PostTarget, ensure_webhook
-from bot.services import ServiceError
+from bot.services import ServiceError, SettingsResult, resolve_forum_tags
 
 if TYPE_CHECKING:
     from bot.discord.client import FeedhookBot
@@ -36,6 +36,59 @@ async def _answer(interaction: Interaction, text: str, **kwargs: Any) -> None:
 
 def _embeds(body: dict[str, Any] | None) -> list[discord.Embed]:
     return [discord.Embed.from_dict(embed) for embed in (body or {}).get("embeds", [])]
+
+
+async def _show_settings(interaction: Interaction, result: SettingsResult, head: str) -> None:
+    """The answer to a settings command: what changed, and the newest item as it will
+    now look (its content quoted, so that no role mention in it pings here)."""
+    text = replies.settings_answer(result, head)
+    await _answer(
+        interaction,
+        text,
+        embeds=_embeds(result.preview),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+
+
+class FormatModal(discord.ui.Modal):
+    """``/feed format``: five templates, prefilled with the subscription's."""
+
+    def __init__(self, cog: Feeds, subscription: str, label: str, texts: dict[str, str]):
+        super().__init__(title=f"Format: {label}"[:45])
+        self.cog = cog
+        self.subscription = subscription
+        self.inputs: dict[str, discord.ui.TextInput[FormatModal]] = {}
+        for key, name, style in (
+            ("content", "Content", discord.TextStyle.paragraph),
+            ("title", "Embed title", discord.TextStyle.short),
+            ("description", "Embed description", discord.TextStyle.paragraph),
+            ("username", "Username", discord.TextStyle.short),
+            ("avatar_url", "Avatar URL", discord.TextStyle.short),
+        ):
+            field: discord.ui.TextInput[FormatModal] = discord.ui.TextInput(
+                label=name,
+                style=style,
+                required=False,
+                default=texts.get(key) or None,
+                max_length=4000,
+                placeholder="empty: the default look",
+            )
+            self.inputs[key] = field
+            self.add_item(field)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        texts = {key: field.value for key, field in self.inputs.items()}
+        try:
+            result = await self.cog.services.set_format(
+                interaction.guild_id, self.subscription, texts
+            )
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        await _show_settings(interaction, result, "Saved the format")
 
 
 class Feeds(commands.Cog):
@@ -175,10 +228,147 @@ class Feeds(commands.Cog):
     async def test(self, interaction: Interaction, subscription: str) -> None:
         await self._change(interaction, subscription, "test")
 
+    # -- message settings ----------------------------------------------------------
+
+    @feed.command(name="format", description="Change how a feed's items look")
+    @app_commands.describe(
+        subscription="The subscription to format",
+        reset="Go back to the default look (no form)",
+    )
+    async def format(
+        self, interaction: Interaction, subscription: str, reset: bool | None = None
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        try:
+            if reset:
+                result = await self.services.reset_format(interaction.guild_id, subscription)
+                await _show_settings(interaction, result, "Back to the default look")
+                return
+            view, texts = await self.services.format_settings(interaction.guild_id, subscription)
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        await interaction.response.send_modal(FormatModal(self, subscription, view.label, texts))
+
+    @feed.command(name="filter", description="Post only the items that match")
+    @app_commands.describe(
+        subscription="The subscription to filter",
+        include="Post only items matching one of these (comma-separated; - clears)",
+        exclude="Never post items matching one of these (comma-separated; - clears)",
+    )
+    async def filter(
+        self,
+        interaction: Interaction,
+        subscription: str,
+        include: str | None = None,
+        exclude: str | None = None,
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        try:
+            result = await self.services.set_filter(
+                interaction.guild_id, subscription, include=include, exclude=exclude
+            )
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        await _show_settings(interaction, result, "Saved the filter")
+
+    @feed.command(name="mention", description="Ping a role when a feed posts")
+    @app_commands.describe(
+        subscription="The subscription",
+        role="The role to ping (leave out to stop pinging)",
+        when="Only for items matching these terms (comma-separated; - clears)",
+    )
+    async def mention(
+        self,
+        interaction: Interaction,
+        subscription: str,
+        role: discord.Role | None = None,
+        when: str | None = None,
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        try:
+            result = await self.services.set_mention(
+                interaction.guild_id,
+                subscription,
+                role_id=role.id if role else None,
+                when=when,
+            )
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        head = f"Items will ping {role.mention}" if role else "Items will ping nobody"
+        if role is not None and not role.mentionable:
+            head += (
+                f". Warning: {role.mention} is not mentionable, so the ping may not notify "
+                "anyone; allow anyone to mention it in the role settings, or give the "
+                "webhook's channel the Mention Everyone permission"
+            )
+        await _show_settings(interaction, result, head)
+
+    @feed.command(name="options", description="Embeds, edits and forum settings of a feed")
+    @app_commands.describe(
+        subscription="The subscription",
+        embed="Post embeds (false: text only)",
+        follow_edits="Edit posted messages when the source changes an item (within 7 days)",
+        thread_title="Forum post title template (default {title}; - resets)",
+        forum_tags="Forum tag names to apply, comma-separated (- clears)",
+    )
+    async def options(
+        self,
+        interaction: Interaction,
+        subscription: str,
+        embed: bool | None = None,
+        follow_edits: bool | None = None,
+        thread_title: str | None = None,
+        forum_tags: str | None = None,
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        try:
+            tags = None
+            if forum_tags is not None:
+                view = await self.services.get(interaction.guild_id, subscription)
+                forum = (
+                    interaction.guild.get_channel(view.channel_id or 0)
+                    if interaction.guild
+                    else None
+                )
+                if not isinstance(forum, discord.ForumChannel):
+                    raise ServiceError(
+                        "Forum tags apply only to a subscription in a forum channel."
+                    )
+                tags = resolve_forum_tags(
+                    forum_tags, [(tag.id, tag.name) for tag in forum.available_tags]
+                )
+            result = await self.services.set_options(
+                interaction.guild_id,
+                subscription,
+                embed=embed,
+                follow_edits=follow_edits,
+                thread_title=thread_title,
+                forum_tags=tags,
+            )
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        await _show_settings(interaction, result, "Saved the options")
+
     @remove.autocomplete("subscription")
     @pause.autocomplete("subscription")
     @resume.autocomplete("subscription")
     @test.autocomplete("subscription")
+    @format.autocomplete("subscription")
+    @filter.autocomplete("subscription")
+    @mention.autocomplete("subscription")
+    @options.autocomplete("subscription")
     async def subscription_choices(
         self, interaction: Interaction, current: str
     ) -> list[app_commands.Choice[str]]:

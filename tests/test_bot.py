@@ -167,7 +167,10 @@ async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) 
     assert int(feed["default_member_permissions"]) == MANAGE_WEBHOOKS
     assert feed.get("dm_permission") is False or feed.get("contexts") == [0]
     names = {option["name"] for option in feed["options"]}
-    assert names == {"add", "list", "remove", "pause", "resume", "test", "preview", "status"}
+    assert names == {
+        *("add", "list", "remove", "pause", "resume", "test", "preview", "status"),
+        *("format", "filter", "mention", "options"),
+    }
 
 
 async def test_add_then_a_new_item_arrives_in_the_channel(world: World) -> None:

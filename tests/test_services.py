@@ -193,8 +193,12 @@ async def test_send_test_posts_the_newest_stored_item(
 
     feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
     sub_id = await add(service, feed_server.url("/f.xml"))
-    with pytest.raises(ServiceError, match="has no items yet"):
-        await service.send_test(GUILD, str(sub_id))
+    # right after /feed add nothing is stored yet: the source is read now
+    await service.send_test(GUILD, str(sub_id))
+    ((target, body),) = sent
+    assert body["embeds"][0]["title"] == "A"
+    assert body["allowed_mentions"] == {"parse": []}
+    sent.clear()
     source_id = await store.add_source(feed_server.url("/f.xml"), now=T0)
     items = [
         Item(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.models import SubscriptionView
-from bot.services import GuildStatus
+from bot.services import GuildStatus, SettingsResult
+from bot.shaping import shape_of
 from bot.staleness import stale_advice
 
 PAGE_LIMIT = 1900
@@ -20,8 +21,35 @@ def where(view: SubscriptionView) -> str:
     return f"<#{view.thread_id or view.channel_id}>"
 
 
+def settings_label(view: SubscriptionView) -> str:
+    """ " · format, filter, mentions @Role, edits" for what differs from the default."""
+    labels = shape_of(view.options).describe()
+    return f" · {', '.join(labels)}" if labels else ""
+
+
+def settings_answer(result: SettingsResult, head: str) -> str:
+    """What a settings command answers: what was saved, the filter's effect on the
+    source's current items, and the newest item as it will now look."""
+    view, shape = result.view, result.shape
+    lines = [f"{head} for **{view.label}** in {where(view)}."]
+    if not shape.filter.empty and result.total:
+        lines.append(
+            f"{result.passing} of the source's {result.total} current items pass the filter."
+        )
+    if result.preview is None:
+        lines.append(
+            "No item to show yet." if not result.total else "None of its current items pass."
+        )
+    else:
+        lines.append("The newest item that passes will look like this:")
+        content = result.preview.get("content")
+        if content:
+            lines += ["> " + line for line in content.splitlines()[:10]]
+    return "\n".join(lines)[:PAGE_LIMIT]
+
+
 def describe(view: SubscriptionView) -> str:
-    head = f"`#{view.id}` **{view.label}** → {where(view)}"
+    head = f"`#{view.id}` **{view.label}** → {where(view)}{settings_label(view)}"
     if view.state == "disabled":
         return f"{head} · disabled: {view.disabled_reason}"
     if view.state == "paused":
@@ -58,7 +86,12 @@ def status_lines(status: GuildStatus) -> list[str]:
         + (f" ({len(status.stale)} stale)" if status.stale else "")
         + f", {status.paused} paused, {len(status.failing)} failing, "
         f"{len(status.disabled)} disabled.",
-        f"Last post: {when(status.last_delivery_at)}.",
+        f"Last post: {when(status.last_delivery_at)}."
+        + (
+            f" {status.filtered} item{'s' if status.filtered != 1 else ''} left out by filters."
+            if status.filtered
+            else ""
+        ),
     ]
     if status.failing:
         lines.append("**Failing**")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
 from bot.models import Item
 from bot.storage._common import (
+    MAX_STORED_SUMMARY,
     StoreBase,
     _chunks,
     _dialect_insert,
@@ -171,8 +172,86 @@ class ItemsMixin(StoreBase):
                 results.append(RecordedPoll(new_items=fresh, queued=queued, chosen=len(new)))
             if outbox_rows:
                 await conn.execute(_queue_stmt(self.db.dialect), outbox_rows)
+            await self._note_edits(conn, plans, known_keys)
             await self._record_changed(conn, [(record, new) for record, new, _ in plans])
         return results
+
+    async def follows_edits(self, source_id: int) -> bool:
+        """Whether an active subscription of the source follows its edits (the poller then
+        builds changed entries it already knows, to compare them)."""
+        async with self.db.read() as conn:
+            return bool(await self._edit_followers(conn, [source_id]))
+
+    async def _edit_followers(
+        self, conn: DbConnection, source_ids: Sequence[int]
+    ) -> dict[int, list[int]]:
+        """Per source, its active subscriptions with ``follow_edits`` set."""
+        found: dict[int, list[int]] = {}
+        for chunk in _chunks(source_ids, 500):
+            result = await conn.execute(_SUBSCRIPTION_OPTIONS, {"b_sources": chunk})
+            for sid, sub_id, options in result:
+                if isinstance(options, dict) and options.get("follow_edits") is True:
+                    found.setdefault(int(sid), []).append(int(sub_id))
+        return found
+
+    async def _note_edits(
+        self,
+        conn: DbConnection,
+        plans: Sequence[tuple[PollRecord, list[Item], set[str]]],
+        known_keys: dict[int, set[str]],
+    ) -> None:
+        """Items a poll saw again with another title or summary: store the new text and,
+        for subscriptions that follow edits, mark their messages of the last 7 days as
+        due an edit. Only entries whose bytes changed reach here (the rest are skipped
+        before parsing), so a steady feed costs nothing."""
+        seen_again: dict[int, dict[str, Item]] = {}
+        for record, new, _ in plans:
+            if record.first_poll or record.choose is None:
+                continue
+            fresh = {item.key for item in new}
+            known = known_keys.get(record.source_id, set())
+            again = {i.key: i for i in record.items if i.key in known and i.key not in fresh}
+            if again:
+                seen_again[record.source_id] = again
+        if not seen_again:
+            return
+        followers = await self._edit_followers(conn, sorted(seen_again))
+        for sid, subs in followers.items():
+            again = seen_again[sid]
+            stored = await conn.execute(
+                select(items.c.id, items.c.item_key, items.c.title, items.c.summary).where(
+                    items.c.source_id == sid, items.c.item_key.in_(sorted(again))
+                )
+            )
+            now = next(r.outcome.polled_at for r, _, _ in plans if r.source_id == sid)
+            for item_id, key, title, summary in stored.all():
+                item = again[str(key)]
+                new_summary = item.summary[:MAX_STORED_SUMMARY]
+                if item.title == title and new_summary == summary:
+                    continue
+                await conn.execute(
+                    update(items)
+                    .where(items.c.id == item_id)
+                    .values(
+                        title=item.title,
+                        summary=new_summary,
+                        link=item.link,
+                        author=item.author,
+                        image_url=item.image,
+                        categories=list(item.categories),
+                    )
+                )
+                await conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.item_id == item_id,
+                        outbox.c.subscription_id.in_(subs),
+                        outbox.c.state == "sent",
+                        outbox.c.message_id.is_not(None),
+                        outbox.c.sent_at >= now - EDIT_WINDOW,
+                    )
+                    .values(edit_due_at=now)
+                )
 
     async def _known_in_batch(
         self, conn: DbConnection, records: Sequence[PollRecord]
@@ -401,6 +480,15 @@ def _known_stmt(column: Any) -> Any:
 
 _KNOWN_KEYS = _known_stmt(items.c.item_key)
 _KNOWN_LINKS = _known_stmt(items.c.link_norm)
+# A posted message follows its item's edits for this long (issue 14: 7 days).
+EDIT_WINDOW = timedelta(days=7)
+_SUBSCRIPTION_OPTIONS = select(
+    subscriptions.c.source_id, subscriptions.c.id, subscriptions.c.options
+).where(
+    subscriptions.c.source_id.in_(bindparam("b_sources", expanding=True)),
+    subscriptions.c.enabled.is_(True),
+    subscriptions.c.paused.is_(False),
+)
 _ACTIVE_SUBSCRIPTIONS = (
     select(subscriptions.c.source_id, subscriptions.c.id)
     .where(

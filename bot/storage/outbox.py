@@ -33,6 +33,8 @@ class SentMark:
     outbox_ids: tuple[int, ...]
     message_id: int | None
     sent_at: datetime
+    # The thread the message went to (a thread subscription's, or a new forum post).
+    thread_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,24 @@ class _Route:
     options: Mapping[str, object]
     feed: FeedInfo
     source_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditJob:
+    """A posted message due an edit: its item changed at the source."""
+
+    outbox_id: int
+    subscription_id: int
+    target: WebhookTarget
+    message_id: int
+    thread_id: int | None
+    item: Item
+    feed: FeedInfo
+    options: Mapping[str, object]
+    source_url: str
+    # The claim (the row's edit_due_at while it is worked on): finishing clears it only
+    # if no newer change came in meanwhile.
+    claimed_until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +264,12 @@ class OutboxMixin(StoreBase):
     async def mark_sent_many(self, marks: Sequence[SentMark]) -> list[None]:
         """Record many posted messages in one transaction (the deliverer's group commit)."""
         params = [
-            {"b_id": row_id, "b_message": mark.message_id, "b_now": mark.sent_at}
+            {
+                "b_id": row_id,
+                "b_message": mark.message_id,
+                "b_now": mark.sent_at,
+                "b_thread": mark.thread_id,
+            }
             for mark in marks
             for row_id in mark.outbox_ids
         ]
@@ -294,6 +319,95 @@ class OutboxMixin(StoreBase):
             )
         )
 
+    async def mark_filtered(self, outbox_ids: Sequence[int], *, reason: str, now: datetime) -> None:
+        """Claimed rows the subscription's filters leave out: never sent, kept as
+        ``filtered`` so that the delivery log and ``/feed status`` can show them."""
+        if not outbox_ids:
+            return
+        await self.db.write_one(
+            update(outbox)
+            .where(outbox.c.id.in_(list(outbox_ids)))
+            .values(
+                state="filtered",
+                lease_until=None,
+                claimed_by=None,
+                last_error=reason[:MAX_ERROR_TEXT],
+                # not sent: "last post" must not count it; retention ages it by created_at
+                sent_at=None,
+            )
+        )
+
+    async def claim_edits(
+        self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()
+    ) -> list[EditJob]:
+        """Claim up to ``limit`` posted messages due an edit (``edit_due_at`` passed),
+        of active subscriptions, oldest change first."""
+        if limit <= 0:
+            return []
+        until = now + lease
+        async with self.db.write() as conn:
+            stmt = (
+                select(
+                    outbox.c.id, outbox.c.subscription_id, outbox.c.message_id, outbox.c.thread_id
+                )
+                .join(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
+                .where(
+                    outbox.c.edit_due_at <= now,
+                    outbox.c.state == "sent",
+                    outbox.c.message_id.is_not(None),
+                    subscriptions.c.enabled.is_(True),
+                    subscriptions.c.paused.is_(False),
+                    outbox.c.subscription_id.not_in(list(exclude)),
+                )
+                .order_by(outbox.c.edit_due_at, outbox.c.id)
+                .limit(limit)
+            )
+            if self.db.dialect == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True, of=outbox)
+            rows = (await conn.execute(stmt)).all()
+            if not rows:
+                return []
+            ids = [int(r[0]) for r in rows]
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(edit_due_at=until))
+            routes = await self._routes(conn, sorted({int(r[1]) for r in rows}))
+            item_rows = {
+                int(r.outbox_id): r for r in await conn.execute(_OUTBOX_ITEMS, {"b_ids": ids})
+            }
+        jobs = []
+        for row_id, sub_id, message_id, thread_id in rows:
+            route = routes[int(sub_id)]
+            jobs.append(
+                EditJob(
+                    outbox_id=int(row_id),
+                    subscription_id=int(sub_id),
+                    target=route.target,
+                    message_id=int(message_id),
+                    thread_id=int(thread_id) if thread_id else route.target.thread_id,
+                    item=_item_from_row(item_rows[int(row_id)]),
+                    feed=route.feed,
+                    options=route.options,
+                    source_url=route.source_url,
+                    claimed_until=until,
+                )
+            )
+        return jobs
+
+    async def finish_edit(self, job: EditJob, *, retry_at: datetime | None = None) -> None:
+        """The edit is done or moot (``retry_at`` None), or must be tried again then.
+        A change noted while it was being sent keeps its own due time."""
+        await self.db.write_one(
+            update(outbox)
+            .where(outbox.c.id == job.outbox_id, outbox.c.edit_due_at == job.claimed_until)
+            .values(edit_due_at=retry_at)
+        )
+
+    async def edit_due(self, outbox_id: int) -> datetime | None:
+        """When the row's message is due an edit (tests)."""
+        async with self.db.read() as conn:
+            return (  # type: ignore[no-any-return]
+                await conn.execute(select(outbox.c.edit_due_at).where(outbox.c.id == outbox_id))
+            ).scalar_one_or_none()
+
     async def extend_lease(self, outbox_ids: Sequence[int], *, until: datetime) -> None:
         await self.db.write_one(
             update(outbox)
@@ -313,6 +427,12 @@ class OutboxMixin(StoreBase):
         return int(result.rowcount)
 
     # -- /feed test ----------------------------------------------------------------
+
+    async def subscription_target(self, subscription_id: int) -> WebhookTarget | None:
+        """Where a subscription posts (``/feed test`` before anything is stored)."""
+        async with self.db.read() as conn:
+            route = await self._route(conn, subscription_id)
+        return route.target if route else None
 
     async def newest_item(
         self, subscription_id: int
@@ -423,6 +543,7 @@ _MARK_SENT = (
         lease_until=None,
         attempts=outbox.c.attempts + 1,
         last_error=None,
+        thread_id=bindparam("b_thread"),
     )
 )
 

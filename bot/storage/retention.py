@@ -110,7 +110,7 @@ class RetentionMixin(StoreBase):
 
 _CUTOFF = bindparam("b_cutoff", type_=outbox.c.created_at.type)
 _FINISHED_BEFORE_CUTOFF = and_(
-    outbox.c.state.in_(("sent", "failed")),
+    outbox.c.state.in_(("sent", "failed", "filtered")),
     func.coalesce(outbox.c.sent_at, outbox.c.created_at) < _CUTOFF,
 )
 _OLD_DELIVERIES = (

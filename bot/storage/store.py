@@ -25,7 +25,7 @@ from bot.storage._common import (
     subscriptions,
 )
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
-from bot.storage.outbox import DeliveryJob, OutboxEntry, OutboxMixin, SentMark
+from bot.storage.outbox import DeliveryJob, EditJob, OutboxEntry, OutboxMixin, SentMark
 from bot.storage.processes import ProcessesMixin, ProcessInfo, Reaped
 from bot.storage.retention import Pruned, RetentionMixin
 from bot.storage.sources import DueSource, PollOutcome, SourcesMixin
@@ -39,6 +39,7 @@ __all__ = [
     "ConfigFeed",
     "DeliveryJob",
     "DueSource",
+    "EditJob",
     "FeedMeta",
     "OutboxEntry",
     "PollOutcome",

@@ -11,10 +11,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 
-from bot.models import SubscriptionState, SubscriptionView, WebhookTarget
+from bot.models import FeedInfo, Item, SubscriptionState, SubscriptionView, WebhookTarget
 from bot.storage._common import (
+    _ITEM_COLUMNS,
     MAX_ERROR_TEXT,
     REMOVED_FROM_CONFIG,
+    _item_from_row,
+    items,
     outbox,
     sources,
     subscriptions,
@@ -179,6 +182,11 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
             .where(outbox.c.subscription_id == subscriptions.c.id)
             .scalar_subquery()
         )
+        filtered = (
+            select(func.count())
+            .where(outbox.c.subscription_id == subscriptions.c.id, outbox.c.state == "filtered")
+            .scalar_subquery()
+        )
         stmt = (
             select(
                 subscriptions.c.id,
@@ -196,6 +204,8 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                 sources.c.last_error,
                 sources.c.newest_item_at,
                 last_sent,
+                subscriptions.c.options,
+                filtered,
             )
             .join(sources, sources.c.id == subscriptions.c.source_id)
             .where(subscriptions.c.guild_id == guild_id)
@@ -229,9 +239,56 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                 last_error=r[12],
                 newest_item_at=r[13],
                 last_delivery_at=r[14],
+                options=dict(r[15] or {}),
+                filtered=int(r[16] or 0),
             )
             for r in rows
         ]
+
+    async def set_options(
+        self, guild_id: int, subscription_id: int, options: Mapping[str, object]
+    ) -> bool:
+        """Replace a server's subscription's message settings; False if there is none."""
+        result = await self.db.write_one(
+            update(subscriptions)
+            .where(subscriptions.c.id == subscription_id, subscriptions.c.guild_id == guild_id)
+            .values(options=dict(options))
+        )
+        return bool(result.rowcount)
+
+    async def recent_items(
+        self, subscription_id: int, *, limit: int = 50
+    ) -> tuple[list[Item], FeedInfo] | None:
+        """The subscription's source's newest stored items (newest first) and the feed, for
+        previews of settings; None for no such subscription."""
+        async with self.db.read() as conn:
+            route = (
+                await conn.execute(
+                    select(
+                        subscriptions.c.source_id,
+                        sources.c.title,
+                        sources.c.site_link,
+                        sources.c.icon_url,
+                        sources.c.kind,
+                        sources.c.url,
+                    )
+                    .join(sources, sources.c.id == subscriptions.c.source_id)
+                    .where(subscriptions.c.id == subscription_id)
+                )
+            ).first()
+            if route is None:
+                return None
+            source_id, title, site, icon, kind, url = route
+            rows = (
+                await conn.execute(
+                    select(*_ITEM_COLUMNS)
+                    .where(items.c.source_id == source_id)
+                    .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        feed = FeedInfo(title=title or url, link=site, icon=icon, kind=kind)
+        return [_item_from_row(r) for r in rows], feed
 
     async def guild_subscription_count(self, guild_id: int) -> int:
         async with self.db.read() as conn:

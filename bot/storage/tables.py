@@ -112,6 +112,8 @@ class OutboxRow(SQLModel, table=True):
         # Deleting an item (retention) looks for its deliveries (ON DELETE CASCADE and
         # the check that none still needs it): without this, a scan of the outbox each.
         Index("ix_outbox_item", "item_id"),
+        # Edits due (follow_edits): nearly every row holds NULL, so the index stays small.
+        Index("ix_outbox_edit_due", "edit_due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -128,6 +130,12 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime
     sent_at: datetime | None = Field(default=None)
+    # The thread the message went to (a thread subscription's, or the forum post it
+    # opened): an edit of the message must name it.
+    thread_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # Set when the item's title or summary changed after it was posted to a
+    # subscription that follows edits; cleared when the edit is done or moot.
+    edit_due_at: datetime | None = Field(default=None)
 
 
 class ProcessRow(SQLModel, table=True):
