@@ -22,6 +22,7 @@ import io
 import re
 import threading
 import time
+import unicodedata
 import xml.sax
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -761,6 +762,137 @@ def _feedparser_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+# --------------------------------------------------------------------------- wrong encoding labels
+#
+# A label naming UTF-16 or UTF-32 (in the XML declaration or the Content-Type charset) on
+# a document whose first bytes hold no NUL is wrong: in those encodings "<?xml" takes 10
+# or 20 bytes, half or more of them NUL. feedparser believes the label, and decoding
+# UTF-8 bytes as UTF-16 fails on an odd length (it then falls back to UTF-8) but
+# "succeeds" on an even one, with CJK garbage and no feed. Such a label is replaced by
+# the encoding the bytes show before feedparser sees the document.
+
+_XML_ENCODING: Final = re.compile(
+    rb"<\?xml[ \t\r\n][^>]*?\bencoding[ \t\r\n]*=[ \t\r\n]*"
+    rb"(?P<q>[\"'])(?P<name>[^\"'<>]{0,40})(?P=q)"
+)
+# UTF-16/32 labels Python's codecs do not know (feedparser's list)
+_WIDE_LABELS: Final = frozenset(
+    {"ucs-2", "ucs-4", "iso-10646-ucs-2", "iso-10646-ucs-4", "csucs4", "csunicode"}
+)
+
+
+def _is_wide(label: str | None) -> bool:
+    """True for a UTF-16 / UTF-32 encoding label."""
+    if not label:
+        return False
+    label = label.strip().lower()
+    if label in _WIDE_LABELS:
+        return True
+    try:
+        name = codecs.lookup(label).name
+    except LookupError:
+        return False
+    return name.startswith(("utf-16", "utf-32"))
+
+
+def _valid_xml_codec(label: str | None) -> str | None:
+    try:
+        return codecs.lookup(label).name if label else None
+    except LookupError:
+        return None
+
+
+def _without_bom(body: bytes) -> tuple[int, bytes]:
+    """(BOM length, body after it) for a UTF-8 BOM; (0, body) otherwise."""
+    return (3, body[3:]) if body.startswith(codecs.BOM_UTF8) else (0, body)
+
+
+def _decodes_as_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _relabel(body: bytes, headers: dict[str, str], encoding: str) -> tuple[bytes, dict[str, str]]:
+    """``body`` and feedparser's ``headers`` saying ``encoding``, wherever they said one."""
+    skip, data = _without_bom(body)
+    match = _XML_ENCODING.match(data)
+    if match is not None:
+        start, end = match.span("name")
+        body = body[: skip + start] + encoding.encode("ascii") + body[skip + end :]
+    ctype = headers.get("content-type")
+    if ctype:  # text/xml without a charset would mean us-ascii, whatever the declaration
+        headers = {
+            **headers,
+            "content-type": f"{_split_content_type(ctype)[0]}; charset={encoding}",
+        }
+    return body, headers
+
+
+def _fix_wide_label(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """``body`` and ``headers`` without a UTF-16/32 label the bytes contradict.
+
+    The bytes' encoding: UTF-8 if they decode as UTF-8, else the XML declaration's
+    encoding when only the Content-Type charset was wrong, else windows-1252
+    (feedparser's own next guess). A real UTF-16/32 document (BOM, or NUL bytes at
+    the start) is left alone.
+    """
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
+        return body, headers
+    _, data = _without_bom(body)
+    if b"\x00" in data[:4]:
+        return body, headers
+    match = _XML_ENCODING.match(data)
+    declared = match.group("name").decode("ascii", "replace") if match else None
+    charset = _split_content_type(headers.get("content-type"))[1]
+    if not _is_wide(declared) and not _is_wide(charset):
+        return body, headers
+    if _decodes_as_utf8(data):
+        encoding = "utf-8"
+    elif not _is_wide(declared) and _valid_xml_codec(declared):
+        encoding = str(declared).strip()
+    else:
+        encoding = "windows-1252"
+    return _relabel(body, headers, encoding)
+
+
+def _run_feedparser(body: bytes, headers: dict[str, str]) -> Any:
+    # io.BytesIO, not the bytes themselves: feedparser.api._open_resource
+    # read()s anything with a .read attribute and does nothing else, whereas
+    # for bytes it first tries open(body) as a *file path*, and for a str it
+    # would fetch http(s)/ftp/file URLs. A stream is never opened or fetched.
+    return feedparser.parse(
+        io.BytesIO(body),
+        response_headers=headers,
+        sanitize_html=False,  # we never render HTML, it becomes markdown
+        resolve_relative_uris=False,  # done in build_item, for new entries only
+    )
+
+
+def _failed(result: Any) -> bool:
+    """No entries, and no feed either (or an XML syntax error: e.g. a truncated document)."""
+    return not result.get("entries") and (
+        not result.get("version") or isinstance(result.get("bozo_exception"), xml.sax.SAXException)
+    )
+
+
+def _utf8_retry(body: bytes, headers: dict[str, str], result: Any) -> Any:
+    """A failed parse done again as UTF-8 when feedparser decoded bytes that are valid
+    UTF-8 as something else (a wrong label it believed); None when that is not the case
+    or the retry fails too."""
+    used = _valid_xml_codec(result.get("encoding"))
+    _, data = _without_bom(body)
+    if used in (None, "utf-8") or b"\x00" in data[:4] or not _decodes_as_utf8(data):
+        return None
+    relabelled, new_headers = _relabel(body, headers, "utf-8")
+    if relabelled == body and new_headers == headers:
+        return None  # no label to change: the failure is not the label's
+    retry = _run_feedparser(relabelled, new_headers)
+    return None if _failed(retry) else retry
+
+
 def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFeed:
     """Parse an RSS / RDF / Atom document or a JSON Feed. CPU-bound: run it in a thread.
 
@@ -783,25 +915,17 @@ def parse_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> ParsedFe
             return parse_json_feed(body, url=url, headers=headers)
     base = _document_base(url, _header(headers, "content-location"))
 
-    # io.BytesIO, not the bytes themselves: feedparser.api._open_resource
-    # read()s anything with a .read attribute and does nothing else, whereas
-    # for bytes it first tries open(body) as a *file path*, and for a str it
-    # would fetch http(s)/ftp/file URLs. A stream is never opened or fetched.
-    result = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=_feedparser_headers(headers),
-        sanitize_html=False,  # we never render HTML, it becomes markdown
-        resolve_relative_uris=False,  # done in build_item, for new entries only
-    )
+    document, fp_headers = _fix_wide_label(body, _feedparser_headers(headers))
+    result = _run_feedparser(document, fp_headers)
+    # No entries is fine for a well-formed (or merely mis-labelled) feed; with
+    # an XML syntax error it means the document is broken, e.g. truncated.
+    if _failed(result):
+        result = _utf8_retry(document, fp_headers, result) or result
+        if _failed(result):
+            raise _failure(body, result)
     version: str = result.get("version") or ""
     raw_entries: list[Any] = list(result.get("entries") or ())
     feed = result.get("feed") or {}
-    # No entries is fine for a well-formed (or merely mis-labelled) feed; with
-    # an XML syntax error it means the document is broken, e.g. truncated.
-    if not raw_entries and (
-        not version or isinstance(result.get("bozo_exception"), xml.sax.SAXException)
-    ):
-        raise _failure(body, result)
 
     now = datetime.now(UTC)
     entries: list[ParsedEntry] = []
@@ -880,6 +1004,140 @@ _DROPPED: Final = ("script", "style", "iframe", "noscript", "template", "svg", "
 _DROPPED_TAG: Final = re.compile(rf"<(?:{'|'.join(_DROPPED)})\b", re.IGNORECASE)
 
 
+# --------------------------------------------------------------------------- emphasis
+#
+# markdownify writes <em>/<strong> as "*"/"**" around each element on its own, so spans
+# that touch give "*a***b**", "**a****b**" or "***.***": Discord (and CommonMark) then
+# show stray asterisks. The converter writes placeholders instead (Unicode
+# noncharacters, removed from the input first) and _resolve_emphasis picks the
+# delimiters once the whole item is converted and each span's neighbours are known.
+_EM_OPEN: Final = "\ufdd0"
+_EM_CLOSE: Final = "\ufdd1"
+_STRONG_OPEN: Final = "\ufdd2"
+_STRONG_CLOSE: Final = "\ufdd3"
+_CELL: Final = "\ufdd4"  # starts each table cell's text, split again by convert_tr
+_PLACEHOLDERS: Final = re.compile("[\ufdd0-\ufdd4]")
+_EMPHASIS_MARK: Final = re.compile("([\ufdd0-\ufdd3])")
+_CLOSING: Final = {_EM_OPEN: _EM_CLOSE, _STRONG_OPEN: _STRONG_CLOSE}
+_STRONG_MARKS: Final = frozenset({_STRONG_OPEN, _STRONG_CLOSE})
+_ASCII_WORD: Final = re.compile(r"[A-Za-z0-9_]")  # what \b means in Discord's (JS) regexes
+_BARE_UNDERSCORE: Final = re.compile(r"(?<!\\)_")
+_CELL_SEPARATOR: Final = " · "
+_SPACE_RUN: Final = re.compile(" {2,}")
+
+
+def _no_emphasis_needed(text: str) -> bool:
+    """Only punctuation, symbols and invisible characters: nothing to see in bold or italics."""
+    return all(unicodedata.category(char)[0] in "PSZC" for char in text)
+
+
+def _emphasis(text: str, opening: str, closing: str, parent_tags: set[str]) -> str:
+    """``text`` between the placeholders ``opening`` and ``closing``, whitespace outside.
+
+    Like markdownify's inline conversion, but any Unicode space (``&nbsp;``) moves
+    outside too, and text that is only whitespace or only punctuation and symbols gets
+    no placeholders at all: ``a<b> </b>b`` is "a b" (markdownify dropped the space),
+    ``<strong>.&nbsp;</strong>`` is ".&nbsp;".
+    """
+    if "_noformat" in parent_tags:
+        return text
+    core = text.strip()
+    lead = text[: len(text) - len(text.lstrip())].replace("\n", "")
+    trail = text[len(text.rstrip()) :].replace("\n", "")
+    if not core:
+        return lead or trail
+    if _no_emphasis_needed(core):
+        return f"{lead}{core}{trail}"
+    return f"{lead}{opening}{core}{closing}{trail}"
+
+
+def _unmarked(text: str) -> str:
+    return _EMPHASIS_MARK.sub("", text)
+
+
+def _em_delimiters(tokens: list[str], start: int, end: int) -> tuple[str, str]:
+    """The delimiters of the italic span ``tokens[start]`` ... ``tokens[end]``.
+
+    "*" unless a bold delimiter touches it. Then "_" (``**_a_**``, ``**a**_b_``), which
+    Discord reads only with no word character outside it and no "_" left unescaped
+    inside (a URL's); failing that, "*" for a span nested at the edge of a bold one
+    (``***a***`` renders) and no italics at all for one beside a bold one
+    (``**a***b*`` would not).
+    """
+    if end == start + 1:
+        return "", ""
+    before = tokens[start - 1] if start else ""
+    after = tokens[end + 1] if end + 1 < len(tokens) else ""
+    beside = before == _STRONG_CLOSE or after == _STRONG_OPEN
+    nested = (
+        before == _STRONG_OPEN
+        or after == _STRONG_CLOSE
+        or tokens[start + 1] in _STRONG_MARKS
+        or tokens[end - 1] in _STRONG_MARKS
+    )
+    if not beside and not nested:
+        return "*", "*"
+    outside = (before[-1:] if before not in _STRONG_MARKS else "") + (
+        after[:1] if after not in _STRONG_MARKS else ""
+    )
+    inside = "".join(tokens[start + 1 : end])
+    if not _ASCII_WORD.search(outside) and not _BARE_UNDERSCORE.search(inside):
+        return "_", "_"
+    return ("", "") if beside else ("*", "*")
+
+
+def _resolve_emphasis(text: str) -> str:
+    """Converted text with its emphasis placeholders turned into Discord delimiters.
+
+    A span inside one of its own kind is dropped (``<b><strong>x</strong></b>``), two
+    of a kind that touch are merged (``*one**two*`` becomes ``*onetwo*``), and italics
+    touching bold take "_" (see :func:`_em_delimiters`): no run of three or more
+    asterisks is left that the text did not have.
+    """
+    tokens: list[str] = []
+    stack: list[tuple[str, bool]] = []  # (opening placeholder, kept)
+    depth = {_EM_OPEN: 0, _STRONG_OPEN: 0}
+    for index, token in enumerate(_EMPHASIS_MARK.split(text)):
+        if index % 2 == 0:
+            if token:
+                tokens.append(token)
+        elif token in depth:
+            kept = depth[token] == 0
+            depth[token] += 1
+            stack.append((token, kept))
+            if kept:
+                if tokens and tokens[-1] == _CLOSING[token]:
+                    tokens.pop()  # "**a**" + "**b**": one span
+                else:
+                    tokens.append(token)
+        else:
+            if not stack or _CLOSING[stack[-1][0]] != token:
+                return _unmarked(text)  # not nested properly: cannot happen from a tree
+            opening, kept = stack.pop()
+            depth[opening] -= 1
+            if kept:
+                tokens.append(token)
+    if stack:
+        return _unmarked(text)
+    delimiters = {index: "**" for index, token in enumerate(tokens) if token in _STRONG_MARKS}
+    opened: list[int] = []
+    for index, token in enumerate(tokens):
+        if token == _EM_OPEN:
+            opened.append(index)
+        elif token == _EM_CLOSE:
+            start = opened.pop()
+            delimiters[start], delimiters[index] = _em_delimiters(tokens, start, index)
+    return "".join(delimiters.get(index, token) for index, token in enumerate(tokens))
+
+
+def _table_cell(text: str) -> str:
+    """A table cell's text on one line."""
+    text = text.strip()
+    if "\n" in text:
+        text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if "`" in text else _SPACE_RUN.sub(" ", text)
+
+
 class _DiscordConverter(MarkdownConverter):
     """markdownify tuned for Discord: absolute links, no inline images.
 
@@ -910,6 +1168,8 @@ class _DiscordConverter(MarkdownConverter):
         per_tag: dict[str, Any] = vars(self)["convert_fn_cache"]
         if len(per_tag) > _MAX_CACHED_TAG_NAMES:
             per_tag.clear()
+        if _PLACEHOLDERS.search(html):  # the converter's own markers
+            html = _PLACEHOLDERS.sub("", html)
         # multi_valued_attributes=None: class="a b" stays one string instead of being
         # split into a list for every tag (nothing here reads it; 5% of an item).
         soup = BeautifulSoup(
@@ -921,7 +1181,10 @@ class _DiscordConverter(MarkdownConverter):
         if _DROPPED_TAG.search(html):  # a tree walk saved for the many bodies without any
             for el in soup.find_all(_DROPPED):
                 el.decompose()
-        return str(self.convert_soup(soup))
+        markdown = str(self.convert_soup(soup))
+        if _PLACEHOLDERS.search(markdown):
+            markdown = _resolve_emphasis(markdown.replace(_CELL, " "))
+        return markdown
 
     def convert_a(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         href = el.get("href")
@@ -949,13 +1212,48 @@ class _DiscordConverter(MarkdownConverter):
         return f"[video]({_md_url(absolute)})" if absolute else ""
 
     def convert_br(self, el: Tag, text: str, parent_tags: set[str]) -> str:
-        return "" if "_inline" in parent_tags else "\n"
+        if "_inline" in parent_tags:  # a heading or a table cell: one line
+            return " " if "td" in parent_tags or "th" in parent_tags else ""
+        return "\n"
 
     def convert_hN(self, n: int, el: Tag, text: str, parent_tags: set[str]) -> str:
         if n <= 3:  # Discord renders #, ## and ### only
             return str(super().convert_hN(n, el, text, parent_tags))  # type: ignore[misc]
         text = text.strip()
-        return f"\n\n**{text}**\n\n" if text else ""
+        return f"\n\n{_STRONG_OPEN}{text}{_STRONG_CLOSE}\n\n" if text else ""
+
+    # Emphasis: placeholders, turned into delimiters by _resolve_emphasis.
+
+    def convert_em(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        return _emphasis(text, _EM_OPEN, _EM_CLOSE, parent_tags)
+
+    def convert_strong(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        return _emphasis(text, _STRONG_OPEN, _STRONG_CLOSE, parent_tags)
+
+    convert_i = convert_em
+    convert_b = convert_strong
+
+    # Tables: Discord renders no Markdown tables. Each row is a line, its non-empty
+    # cells joined by " · " (a Reddit post's image cell and "submitted by" cell give
+    # one line); a table inside a cell or heading stays on that one line.
+
+    def convert_table(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        text = text.strip()
+        if not text:
+            return ""
+        return f" {text} " if "_inline" in parent_tags else f"\n\n{text}\n\n"
+
+    def convert_tr(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        cells = (_table_cell(cell) for cell in text.split(_CELL))
+        line = _CELL_SEPARATOR.join(cell for cell in cells if cell)
+        if not line:
+            return ""
+        return f" {line} " if "_inline" in parent_tags else f"{line}\n"
+
+    def convert_td(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        return f"{_CELL}{text} "  # the space separates a cell found outside any row
+
+    convert_th = convert_td
 
 
 _CONVERTERS: Final = threading.local()
