@@ -10,12 +10,19 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import discord
 import pytest
+import yarl
+from discord import app_commands
+from discord.ext import commands
 
 from tests.fakes.fake_discord import (
     DISCORD_EPOCH_MS,
+    SUPPRESS_EMBEDS,
     SUPPRESS_NOTIFICATIONS,
     FakeDiscord,
+    ForumTag,
+    ModalInput,
     RateLimit,
 )
 
@@ -864,3 +871,785 @@ async def test_channel_messages_newest_first(
         assert status == 400
         assert body["code"] == 50035
         assert body["errors"]["limit"]["_errors"][0]["code"] == "NUMBER_TYPE_MAX"
+
+
+# --------------------------------------------------------------------------- roles, modals (bot)
+
+FORUM = 333_333_333_333_333_333
+USER = 444_444_444_444_444_444
+READERS = 555_555_555_555_555_555
+STAFF = 555_555_555_555_555_556
+
+
+class FeedModal(discord.ui.Modal, title="New feed"):
+    """Three text inputs, laid out the older way (each in an ACTION_ROW, labelled itself) or
+    the newer way (a TEXT_DISPLAY, then each input in a LABEL)."""
+
+    def __init__(self, bot: ModalBot, layout: str, answer: str) -> None:
+        super().__init__(custom_id=f"new-feed-{layout}")
+        self.bot, self.answer = bot, answer
+        row = layout == "row"
+        self.url_input: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Feed URL" if row else None,
+            custom_id="url",
+            max_length=100,
+            placeholder="https://",
+        )
+        self.name_input: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Name" if row else None, custom_id="name", default="News", required=False
+        )
+        self.notes_input: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Notes" if row else None,
+            custom_id="notes",
+            style=discord.TextStyle.paragraph,
+            required=False,
+        )
+        if row:
+            for item in (self.url_input, self.name_input, self.notes_input):
+                self.add_item(item)
+        else:
+            self.add_item(discord.ui.TextDisplay("Tell us about the feed"))
+            self.add_item(
+                discord.ui.Label(
+                    text="Feed URL", description="Where it lives", component=self.url_input
+                )
+            )
+            self.add_item(discord.ui.Label(text="Name", component=self.name_input))
+            self.add_item(discord.ui.Label(text="Notes", component=self.notes_input))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        values = {
+            "url": self.url_input.value,
+            "name": self.name_input.value,
+            "notes": self.notes_input.value,
+        }
+        self.bot.submitted.append(values)
+        if self.answer == "defer":
+            await interaction.response.defer()  # type 6 for a modal submit
+            await interaction.followup.send("saved", ephemeral=True)
+        else:
+            text = " ".join(f"{key}={value}" for key, value in values.items())
+            await interaction.response.send_message(text, ephemeral=True)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        self.bot.errors.append(error)
+
+
+class ModalBot(commands.Bot):
+    """A tiny real discord.py bot: /ask answers with ``FeedModal``, /pick echoes a role
+    option and a mentionable option, /noop never answers."""
+
+    def __init__(self) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            guild_ready_timeout=0.1,
+        )
+        self.submitted: list[dict[str, str]] = []
+        self.errors: list[Exception] = []
+
+        @app_commands.command(description="Describe a feed")
+        async def ask(interaction: discord.Interaction, layout: str, answer: str = "text") -> None:
+            await interaction.response.send_modal(FeedModal(self, layout, answer))
+
+        @app_commands.command(description="Echo a role")
+        async def pick(
+            interaction: discord.Interaction,
+            role: discord.Role,
+            target: discord.Member | discord.Role | None = None,
+        ) -> None:
+            text = f"Role {role.id} {role.name} mentionable={role.mentionable}"
+            if isinstance(target, discord.Role):
+                text += f"; Role {target.id} {target.name} mentionable={target.mentionable}"
+            elif target is not None:
+                text += f"; {type(target).__name__} {target.id}"
+            await interaction.response.send_message(text)
+
+        @app_commands.command(description="Never answers")
+        async def noop(interaction: discord.Interaction) -> None:
+            return None
+
+        for command in (ask, pick, noop):
+            self.tree.add_command(command, guild=discord.Object(GUILD))
+
+
+@pytest.fixture
+async def modal_bot(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ModalBot]:
+    """A connected, synced ``ModalBot`` in GUILD (CHANNEL, a FORUM with two tags, and the
+    roles READERS (mentionable) and STAFF added before it connected)."""
+    fake.add_guild(GUILD, name="Feeds HQ")
+    fake.add_channel(CHANNEL, guild_id=GUILD, name="news")
+    fake.add_channel(FORUM, guild_id=GUILD, name="posts", forum=True, tags=["News", "Release"])
+    fake.add_role(GUILD, name="Readers", mentionable=True, role_id=READERS)
+    fake.add_role(GUILD, name="Staff", role_id=STAFF)
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url)
+    )
+    client = ModalBot()
+    await client.login(BOT_TOKEN)
+    runner = asyncio.create_task(client.connect(reconnect=False))
+    try:
+        await fake.wait_until_connected(within=5)
+        await asyncio.wait_for(client.wait_until_ready(), 5)
+        await client.tree.sync(guild=discord.Object(GUILD))
+        yield client
+    finally:
+        await client.close()
+        await asyncio.wait_for(runner, 5)
+    assert runner.exception() is None
+    assert client.errors == []
+
+
+async def bot_get(session: aiohttp.ClientSession, fake: FakeDiscord, path: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bot {BOT_TOKEN}"}
+    async with session.get(f"{fake.api_base}{path}", headers=headers) as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        return resp.status, await resp.json()
+
+
+async def post_json(
+    session: aiohttp.ClientSession, url: str, payload: Any, **params: str
+) -> tuple[int, Any]:
+    async with session.post(url, json=payload, params=params) as resp:
+        raw = await resp.read()
+        return resp.status, json.loads(raw) if raw else None
+
+
+async def test_roles_reach_the_guild_and_resolve_in_role_options(
+    fake: FakeDiscord, modal_bot: ModalBot, session: aiohttp.ClientSession
+) -> None:
+    # GUILD_CREATE carried them: the real client's cache has the roles and the forum's tags.
+    guild = modal_bot.get_guild(GUILD)
+    assert guild is not None
+    readers, staff = guild.get_role(READERS), guild.get_role(STAFF)
+    assert readers is not None
+    assert staff is not None
+    assert (readers.name, readers.mentionable, staff.name, staff.mentionable) == (
+        "Readers",
+        True,
+        "Staff",
+        False,
+    )
+    forum = guild.get_channel(FORUM)
+    assert isinstance(forum, discord.ForumChannel)
+    assert [tag.name for tag in forum.available_tags] == ["News", "Release"]
+
+    status, body = await bot_get(session, fake, f"/guilds/{GUILD}")
+    assert status == 200
+    by_name = {role["name"]: role for role in body["roles"]}
+    assert list(by_name) == ["@everyone", "feedhook", "Readers", "Staff"]
+    assert by_name["Readers"] == fake.role_json(GUILD, READERS)
+    assert (by_name["Readers"]["id"], by_name["Readers"]["mentionable"]) == (str(READERS), True)
+    assert by_name["Staff"]["mentionable"] is False
+    assert by_name["Readers"]["managed"] is False
+    assert await bot_get(session, fake, f"/guilds/{GUILD}/roles") == (200, body["roles"])
+
+    record = await fake.invoke(
+        GUILD, CHANNEL, USER, "pick", options={"role": READERS, "target": STAFF}
+    )
+    message = await record.wait_for_response()
+    assert message.content == (
+        f"Role {READERS} Readers mentionable=True; Role {STAFF} Staff mentionable=False"
+    )
+    resolved = record.payload["data"]["resolved"]
+    assert resolved["roles"] == {
+        str(READERS): fake.role_json(GUILD, READERS),
+        str(STAFF): fake.role_json(GUILD, STAFF),
+    }
+    assert record.payload["data"]["options"] == [
+        {"name": "role", "type": 8, "value": str(READERS)},
+        {"name": "target", "type": 9, "value": str(STAFF)},
+    ]
+
+    record = await fake.invoke(
+        GUILD, CHANNEL, USER, "pick", options={"role": STAFF, "target": USER}
+    )
+    message = await record.wait_for_response()
+    assert message.content == f"Role {STAFF} Staff mentionable=False; Member {USER}"
+    assert set(record.payload["data"]["resolved"]) == {"roles", "users", "members"}
+
+    with pytest.raises(ValueError, match="not in guild"):
+        await fake.invoke(GUILD, CHANNEL, USER, "pick", options={"role": 4242})
+    with pytest.raises(ValueError, match="already exists"):
+        fake.add_role(GUILD, name="Again", role_id=READERS)
+    with pytest.raises(KeyError):
+        fake.role_json(GUILD, 4242)
+
+
+def _modal_expectations(layout: str, values: dict[str, str]) -> tuple[list[ModalInput], Any]:
+    """The inputs ``FeedModal`` shows, and the ``data.components`` Discord submits back."""
+    row = layout == "row"
+    container = 1 if row else 18
+    ids = {"url": 2, "name": 4, "notes": 6} if row else {"url": 3, "name": 5, "notes": 7}
+    inputs = [
+        ModalInput(
+            custom_id="url", label="Feed URL", style=1, value=None, required=True,
+            min_length=None, max_length=100, placeholder="https://", id=ids["url"],
+            container=container, description=None if row else "Where it lives",
+        ),
+        ModalInput(
+            custom_id="name", label="Name", style=1, value="News", required=False,
+            min_length=None, max_length=None, placeholder=None, id=ids["name"],
+            container=container,
+        ),
+        ModalInput(
+            custom_id="notes", label="Notes", style=2, value=None, required=False,
+            min_length=None, max_length=None, placeholder=None, id=ids["notes"],
+            container=container,
+        ),
+    ]  # fmt: skip
+
+    def text_input(custom_id: str) -> dict[str, Any]:
+        return {"type": 4, "id": ids[custom_id], "custom_id": custom_id, "value": values[custom_id]}
+
+    if row:
+        submitted = [
+            {"type": 1, "id": ids[key] - 1, "components": [text_input(key)]}
+            for key in ("url", "name", "notes")
+        ]
+    else:
+        submitted = [
+            {"type": 10, "id": 1},
+            *(
+                {"type": 18, "id": ids[key] - 1, "component": text_input(key)}
+                for key in ("url", "name", "notes")
+            ),
+        ]
+    return inputs, submitted
+
+
+@pytest.mark.parametrize("layout", ["row", "label"])
+async def test_modal_round_trip_with_a_real_bot(
+    fake: FakeDiscord, modal_bot: ModalBot, layout: str
+) -> None:
+    record = await fake.invoke(GUILD, CHANNEL, USER, "ask", options={"layout": layout})
+    modal = await record.wait_for_modal()
+    assert (modal.custom_id, modal.title, record.response_type) == (
+        f"new-feed-{layout}",
+        "New feed",
+        9,
+    )
+    [callback] = record.responses
+    assert (callback.kind, callback.type, callback.status) == ("callback", 9, 200)
+    # What discord.py 2.7.1 sends (no ids: Discord assigns them).
+    sent_first = callback.body["data"]["components"][0]
+    if layout == "row":
+        assert sent_first == {
+            "type": 1,
+            "components": [
+                {
+                    "type": 4,
+                    "style": 1,
+                    "label": "Feed URL",
+                    "custom_id": "url",
+                    "required": True,
+                    "placeholder": "https://",
+                    "max_length": 100,
+                }
+            ],
+        }
+    else:
+        assert sent_first == {"type": 10, "content": "Tell us about the feed"}
+        assert callback.body["data"]["components"][1] == {
+            "type": 18,
+            "label": "Feed URL",
+            "description": "Where it lives",
+            "component": {
+                "type": 4,
+                "style": 1,
+                "label": None,
+                "custom_id": "url",
+                "required": True,
+                "placeholder": "https://",
+                "max_length": 100,
+            },
+        }
+    values = {"url": "https://example.com/feed.xml", "name": "News", "notes": "line 1\nline 2"}
+    inputs, submitted = _modal_expectations(layout, values)
+    assert modal.inputs == inputs
+
+    # What Discord's client would not let the user submit.
+    with pytest.raises(ValueError, match="no input 'Title'"):
+        await fake.submit_modal(record, {"Title": "x"})
+    with pytest.raises(ValueError, match="'Feed URL' is required"):
+        await fake.submit_modal(record, {"Name": "x"})
+    with pytest.raises(ValueError, match="at most 100"):
+        await fake.submit_modal(record, {"Feed URL": "h" * 101})
+    with pytest.raises(ValueError, match="one line"):
+        await fake.submit_modal(record, {"Feed URL": "a\nb"})
+    assert record.submissions == []
+
+    # By label, or by custom_id; "Name" keeps its prefilled value.
+    submission = await fake.submit_modal(
+        record, {"Feed URL": "https://example.com/feed.xml", "notes": "line 1\nline 2"}
+    )
+    message = await submission.wait_for_response()
+    assert message.content == "url=https://example.com/feed.xml name=News notes=line 1\nline 2"
+    assert message.ephemeral
+    assert modal_bot.submitted == [values]
+    assert submission.type == 5
+    assert submission.payload["type"] == 5
+    assert submission.source is record
+    assert record.submissions == [submission]
+    assert submission.values == values
+    assert submission.payload["data"] == {"custom_id": modal.custom_id, "components": submitted}
+    assert submission.delivered_to
+    [reply] = submission.responses
+    assert (reply.kind, reply.type, reply.status) == ("callback", 4, 200)
+    with pytest.raises(RuntimeError, match="closed"):
+        await fake.submit_modal(record, {})
+
+
+async def test_modal_submit_deferred_update_then_followup(
+    fake: FakeDiscord, modal_bot: ModalBot
+) -> None:
+    record = await fake.invoke(
+        GUILD, CHANNEL, USER, "ask", options={"layout": "label", "answer": "defer"}
+    )
+    await record.wait_for_modal()
+    submission = await fake.submit_modal(record, {"Feed URL": "https://a.example/"})
+    message = await submission.wait_for_response()
+    assert message.content == "saved"
+    assert [(r.kind, r.type, r.status) for r in submission.responses] == [
+        ("callback", 6, 200),
+        ("followup", None, 200),
+    ]
+    assert submission.response_type == 6
+    assert modal_bot.submitted[0]["url"] == "https://a.example/"
+
+
+async def test_modal_callback_validation_and_modal_submit_callbacks(
+    fake: FakeDiscord, modal_bot: ModalBot, session: aiohttp.ClientSession
+) -> None:
+    record = await fake.invoke(GUILD, CHANNEL, USER, "noop")  # the test answers for the bot
+    callback = f"{fake.api_base}/interactions/{record.id}/{record.token}/callback"
+    bad = {
+        "type": 9,
+        "data": {
+            "custom_id": "m",
+            "title": "t" * 46,
+            "components": [
+                {"type": 1, "components": [{"type": 2, "custom_id": "b", "style": 1}]},
+                {"type": 18, "label": "A", "component": {"type": 4, "custom_id": "a", "style": 3}},
+                {
+                    "type": 18,
+                    "label": "Again",
+                    "component": {"type": 4, "custom_id": "a", "style": 1, "max_length": 0},
+                },
+                {"type": 9},
+            ],
+        },
+    }
+    status, body = await post_json(session, callback, bad)
+    assert (status, body) == (
+        400,
+        form_error(
+            {
+                "data": {
+                    "title": err("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length."),
+                    "components": {
+                        "0": {
+                            "components": {
+                                "0": err(
+                                    "UNION_TYPE_CHOICES",
+                                    'Value of field "type" must be one of (4,).',
+                                )
+                            }
+                        },
+                        "1": {
+                            "component": {
+                                "style": err("BASE_TYPE_CHOICES", "Value must be one of {1, 2}.")
+                            }
+                        },
+                        "2": {
+                            "component": {
+                                "max_length": err(
+                                    "NUMBER_TYPE_MIN",
+                                    "int value should be greater than or equal to 1.",
+                                ),
+                                "custom_id": err(
+                                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                                    "Component custom id cannot be duplicated",
+                                ),
+                            }
+                        },
+                        "3": err(
+                            "UNION_TYPE_CHOICES",
+                            'Value of field "type" must be one of (1, 10, 18).',
+                        ),
+                    },
+                }
+            }
+        ),
+    )
+    assert record.modal is None
+    text_input = {"type": 4, "id": 1, "custom_id": "topic", "style": 1, "label": "Topic"}
+    modal = {
+        "custom_id": "m",
+        "title": "Topic",
+        "components": [{"type": 1, "components": [{**text_input, "max_length": 5}]}],
+    }
+    assert await post_json(session, callback, {"type": 9, "data": modal}) == (204, None)
+    assert record.modal is not None
+    # The bot's id 1 is kept; the row gets the next free one.
+    assert record.modal.components == [
+        {"type": 1, "id": 2, "components": [{**text_input, "max_length": 5}]}
+    ]
+
+    # discord.py discards these (it never stored modal "m"): nobody answers, so the modal
+    # stays open and may be submitted again.
+    first = await fake.submit_modal(record, {"Topic": "rss"})
+    again = await fake.submit_modal(record, {"Topic": "atom"})
+    assert record.submissions == [first, again]
+    submitted = {"type": 4, "id": 1, "custom_id": "topic", "value": "atom"}
+    assert again.payload["data"] == {
+        "custom_id": "m",
+        "components": [{"type": 1, "id": 2, "components": [submitted]}],
+    }
+    with pytest.raises(ValueError, match="at most 5"):
+        await fake.submit_modal(record, {"Topic": "abcdef"})
+
+    def callback_of(interaction: Any) -> str:
+        return f"{fake.api_base}/interactions/{interaction.id}/{interaction.token}/callback"
+
+    not_allowed = form_error(
+        {"type": err("BASE_TYPE_CHOICES", "Value must be one of {4, 5, 6, 7}.")}
+    )
+    status, body = await post_json(session, callback_of(again), {"type": 9, "data": modal})
+    assert (status, body) == (400, not_allowed)
+    status, body = await post_json(
+        session, callback_of(again), {"type": 8, "data": {"choices": []}}
+    )
+    assert (status, body) == (400, not_allowed)
+    status, body = await post_json(
+        session, callback_of(first), {"type": 7, "data": {"content": "x" * 2001}}
+    )
+    assert (status, body) == (400, form_error({"data": {"content": too_long(2000)}}))
+    status, body = await post_json(
+        session, callback_of(first), {"type": 7, "data": {"content": "updated"}}
+    )
+    assert (status, body) == (204, None)
+    assert first.response_type == 7
+    status, body = await post_json(session, callback_of(again), {"type": 6}, with_response="true")
+    assert status == 200
+    assert body == {
+        "interaction": {"id": str(again.id), "type": 5},
+        "resource": {"type": 6},
+    }
+    assert (again.response_type, again.original) == (6, None)
+    status, body = await post_json(
+        session, callback_of(again), {"type": 4, "data": {"content": "x"}}
+    )
+    assert (status, body["code"]) == (400, 40060)
+    followup = f"{fake.api_base}/webhooks/{fake.application_id}/{again.token}"
+    status, body = await post_json(session, followup, {"content": "saved"}, wait="true")
+    assert status == 200
+    assert body["interaction_metadata"]["type"] == 5
+    assert body["interaction_metadata"]["triggering_interaction_metadata"]["id"] == str(record.id)
+    latest = again.latest_message()
+    assert latest is not None
+    assert latest.content == "saved"
+    with pytest.raises(RuntimeError, match="closed"):
+        await fake.submit_modal(record, {"Topic": "late"})
+
+
+async def test_submit_modal_needs_a_modal(fake: FakeDiscord, modal_bot: ModalBot) -> None:
+    record = await fake.invoke(GUILD, CHANNEL, USER, "pick", options={"role": READERS})
+    await record.wait_for_response()
+    with pytest.raises(RuntimeError, match="not answered with a modal"):
+        await fake.submit_modal(record, {})
+
+
+# --------------------------------------------------------------------------- webhook message edits
+
+
+async def patch_message(
+    session: aiohttp.ClientSession,
+    fake: FakeDiscord,
+    webhook_id: int,
+    message_id: int | str,
+    payload: Any,
+    *,
+    token: str | None = None,
+    thread_id: int | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    """PATCH /webhooks/{id}/{token}/messages/{message_id}; (status, JSON body, headers)."""
+    if token is None:
+        token = fake.webhooks[webhook_id].token
+    url = f"{fake.api_base}/webhooks/{webhook_id}/{token}/messages/{message_id}"
+    params = {} if thread_id is None else {"thread_id": str(thread_id)}
+    async with session.patch(url, json=payload, params=params) as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        return resp.status, await resp.json(), dict(resp.headers)
+
+
+UNKNOWN_WEBHOOK = (404, {"code": 10015, "message": "Unknown Webhook"})
+UNKNOWN_MESSAGE = (404, {"code": 10008, "message": "Unknown Message"})
+
+
+async def test_edit_webhook_message(fake: FakeDiscord, session: aiohttp.ClientSession) -> None:
+    fake.webhook_limit = None
+    hook, _ = fake.add_webhook(CHANNEL)
+    status, created, _ = await execute(
+        session, fake, hook, {"content": "first", "embeds": [{"title": "T"}]}
+    )
+    assert status == 200
+    assert created["edited_timestamp"] is None
+    message_id = int(created["id"])
+    edit = {"content": "second", "flags": SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS}
+    status, body, _ = await patch_message(session, fake, hook, message_id, edit)
+    assert status == 200
+    assert (body["id"], body["content"], body["embeds"]) == (
+        created["id"],
+        "second",
+        created["embeds"],
+    )
+    assert body["flags"] == SUPPRESS_EMBEDS  # an edit may only toggle SUPPRESS_EMBEDS
+    assert body["edited_timestamp"] is not None
+    datetime.fromisoformat(body["edited_timestamp"])
+    stored = fake.message(message_id)
+    assert (stored.content, stored.edits) == ("second", [edit])
+    assert stored.edited_at is not None
+    [record] = fake.message_edits(hook)
+    assert (record.message_id, record.webhook_id, record.thread_id, record.body) == (
+        message_id,
+        hook,
+        None,
+        edit,
+    )
+    assert fake.message_edits(hook + 1) == []
+    assert fake.message_edits(message_id=message_id) == [record]
+
+    status, body, _ = await patch_message(session, fake, hook, message_id, {"embeds": None})
+    assert (status, body["content"], body["embeds"]) == (200, "second", [])
+    status, body, _ = await patch_message(session, fake, hook, message_id, {"content": None})
+    assert (status, body) == (400, {"code": 50006, "message": "Cannot send an empty message"})
+    status, body, _ = await patch_message(
+        session, fake, hook, message_id, {"content": "x" * 2001, "embeds": [{"title": "t" * 257}]}
+    )
+    assert (status, body) == (
+        400,
+        form_error({"content": too_long(2000), "embeds": {"0": {"title": too_long(256)}}}),
+    )
+    assert len(stored.edits) == 2
+    status, listed = await get_messages(session, fake, CHANNEL, f"Bot {BOT_TOKEN}")
+    assert [(m["content"], m["edited_timestamp"] is not None) for m in listed] == [("second", True)]
+
+
+async def test_edit_webhook_message_unknown_webhook_or_message(
+    fake: FakeDiscord, session: aiohttp.ClientSession
+) -> None:
+    fake.webhook_limit = None
+    hook, token = fake.add_webhook(CHANNEL)
+    other, _ = fake.add_webhook(CHANNEL)
+    _, created, _ = await execute(session, fake, hook, {"content": "mine"})
+    mine = int(created["id"])
+    _, created, _ = await execute(session, fake, other, {"content": "theirs"})
+    theirs = int(created["id"])
+    edit = {"content": "x"}
+
+    async def outcome(webhook_id: int, message_id: int | str, **kwargs: Any) -> tuple[int, Any]:
+        status, body, _ = await patch_message(session, fake, webhook_id, message_id, edit, **kwargs)
+        return status, body
+
+    assert await outcome(hook, mine, token="wrong-token") == UNKNOWN_WEBHOOK
+    assert await outcome(12345, mine, token=token) == UNKNOWN_WEBHOOK
+    assert await outcome(hook, theirs) == UNKNOWN_MESSAGE  # another webhook's message
+    assert await outcome(hook, mine + 1) == UNKNOWN_MESSAGE
+    assert await outcome(hook, "@original") == UNKNOWN_MESSAGE
+
+    assert fake.delete_message(mine).deleted
+    assert await outcome(hook, mine) == UNKNOWN_MESSAGE
+    status, listed = await get_messages(session, fake, CHANNEL, f"Bot {BOT_TOKEN}")
+    assert (status, [m["content"] for m in listed]) == (200, ["theirs"])
+    assert [m.content for m in fake.messages()] == ["mine", "theirs"]  # the delivery record
+
+    fake.delete_webhook(other)
+    assert await outcome(other, theirs) == UNKNOWN_WEBHOOK
+    assert fake.message_edits() == []
+    assert [m.content for m in fake.messages()] == ["mine", "theirs"]
+    with pytest.raises(KeyError):
+        fake.delete_message(4242)
+
+
+async def test_edit_webhook_message_in_a_thread_needs_its_thread_id(
+    fake: FakeDiscord, session: aiohttp.ClientSession
+) -> None:
+    fake.webhook_limit = None
+    hook, _ = fake.add_webhook(CHANNEL)
+    thread = fake.add_thread(CHANNEL)
+    other_thread = fake.add_thread(CHANNEL)
+    _, created, _ = await execute(session, fake, hook, {"content": "t"}, thread_id=thread)
+    in_thread = int(created["id"])
+    _, created, _ = await execute(session, fake, hook, {"content": "c"})
+    in_channel = int(created["id"])
+    edit = {"content": "edited"}
+
+    async def outcome(message_id: int, thread_id: int | None) -> tuple[int, Any]:
+        status, body, _ = await patch_message(
+            session, fake, hook, message_id, edit, thread_id=thread_id
+        )
+        return status, body
+
+    assert await outcome(in_thread, None) == UNKNOWN_MESSAGE
+    assert await outcome(in_thread, other_thread) == UNKNOWN_MESSAGE
+    assert await outcome(in_channel, thread) == UNKNOWN_MESSAGE
+    unknown_channel = (404, {"code": 10003, "message": "Unknown Channel"})
+    assert await outcome(in_thread, fake.add_thread(OTHER_CHANNEL)) == unknown_channel
+    assert fake.message_edits() == []
+
+    status, body = await outcome(in_thread, thread)
+    assert status == 200
+    assert (body["content"], body["channel_id"]) == ("edited", str(thread))
+    status, body = await outcome(in_channel, None)
+    assert (status, body["channel_id"]) == (200, str(CHANNEL))
+    assert [(e.message_id, e.thread_id) for e in fake.message_edits(hook)] == [
+        (in_thread, thread),
+        (in_channel, None),
+    ]
+
+
+async def test_edit_webhook_message_shares_the_webhook_rate_limit(
+    fake: FakeDiscord, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    hook, _ = fake.add_webhook(CHANNEL)  # 5 requests per 2 s
+    status, created, headers = await execute(session, fake, hook, {"content": "0"})
+    assert (status, headers["X-RateLimit-Remaining"]) == (200, "4")
+    bucket = headers["X-RateLimit-Bucket"]
+    for remaining in ("3", "2", "1"):
+        status, _, headers = await patch_message(
+            session, fake, hook, created["id"], {"content": remaining}
+        )
+        assert (status, headers["X-RateLimit-Remaining"]) == (200, remaining)
+        assert headers["X-RateLimit-Bucket"] == bucket
+    # A refused edit (unknown message) counts too, as a 400 execute does.
+    status, body, headers = await patch_message(session, fake, hook, 1, {"content": "x"})
+    assert ((status, body), headers["X-RateLimit-Remaining"]) == (UNKNOWN_MESSAGE, "0")
+    status, body, headers = await patch_message(
+        session, fake, hook, created["id"], {"content": "too many"}
+    )
+    assert status == 429
+    assert headers["X-RateLimit-Scope"] == "user"
+    assert body["global"] is False
+    status, _, _ = await execute(session, fake, hook, {"content": "blocked too"})
+    assert status == 429
+    clock.advance(2.0)
+    status, body, _ = await patch_message(session, fake, hook, created["id"], {"content": "ok"})
+    assert (status, body["content"]) == (200, "ok")
+    assert len(fake.message_edits(hook)) == 4
+
+
+# --------------------------------------------------------------------------- forum tags
+
+
+async def test_forum_tags_applied_to_a_post(
+    fake: FakeDiscord, session: aiohttp.ClientSession
+) -> None:
+    fake.webhook_limit = None
+    fake.add_guild(GUILD)
+    forum = fake.add_channel(CHANNEL, guild_id=GUILD, forum=True, tags=["News", "Release", "Fix"])
+    news, release, fix = (tag.id for tag in forum.available_tags)
+    assert forum.available_tags[0] == ForumTag(id=news, name="News")
+    hook, _ = fake.add_webhook(CHANNEL)
+    tags_json = [
+        {"id": str(tag), "name": name, "moderated": False, "emoji_id": None, "emoji_name": None}
+        for tag, name in ((news, "News"), (release, "Release"), (fix, "Fix"))
+    ]
+    status, body = await bot_get(session, fake, f"/channels/{CHANNEL}")
+    assert (status, body["type"], body["available_tags"]) == (200, 15, tags_json)
+    status, body = await bot_get(session, fake, f"/guilds/{GUILD}/channels")
+    assert [c["available_tags"] for c in body] == [tags_json]
+    assert fake.guild_json(GUILD)["channels"][0]["available_tags"] == tags_json  # GUILD_CREATE
+
+    post = {"content": "v2 is out", "thread_name": "Release 2"}
+    status, body, _ = await execute(
+        session, fake, hook, {**post, "applied_tags": [str(release), str(news)]}
+    )
+    assert status == 200, body
+    [stored] = fake.messages()
+    assert stored.thread_id is not None
+    assert stored.applied_tags == [release, news]
+    assert fake.channels[stored.thread_id].applied_tags == [release, news]
+    status, body = await bot_get(session, fake, f"/channels/{stored.thread_id}")
+    assert (status, body["applied_tags"]) == (200, [str(release), str(news)])
+
+    choices = f"{{'{news}', '{release}', '{fix}'}}"
+    status, body, _ = await execute(
+        session, fake, hook, {**post, "applied_tags": [str(news), "123"]}
+    )
+    unknown = err("BASE_TYPE_CHOICES", f"Value must be one of {choices}.")
+    assert (status, body) == (400, form_error({"applied_tags": {"1": unknown}}))
+    status, body, _ = await execute(session, fake, hook, {**post, "applied_tags": [str(news)] * 6})
+    assert (status, body) == (400, form_error({"applied_tags": too_long(5)}))
+    status, body, _ = await execute(session, fake, hook, {**post, "applied_tags": ["abc"]})
+    not_snowflake = err("NUMBER_TYPE_COERCE", 'Value "abc" is not snowflake.')
+    assert (status, body) == (400, form_error({"applied_tags": {"0": not_snowflake}}))
+    assert len(fake.messages()) == 1
+
+    assert fake.set_forum_tags(CHANNEL, ["Fix", "Docs"])[0] == fix  # a kept name keeps its id
+    with pytest.raises(ValueError, match="not a forum"):
+        fake.set_forum_tags(stored.thread_id, ["x"])
+    with pytest.raises(ValueError, match="duplicate"):
+        fake.set_forum_tags(CHANNEL, ["A", "A"])
+    with pytest.raises(ValueError, match="1 to 20"):
+        fake.set_forum_tags(CHANNEL, ["x" * 21])
+
+
+# --------------------------------------------------------------------------- role mentions
+
+
+async def test_allowed_mentions_roles_ping_only_listed_existing_roles(
+    fake: FakeDiscord, session: aiohttp.ClientSession
+) -> None:
+    fake.webhook_limit = None
+    fake.add_guild(GUILD)
+    readers = fake.add_role(GUILD, name="Readers")
+    staff = fake.add_role(GUILD, name="Staff", mentionable=True)
+    hook, _ = fake.add_webhook(CHANNEL, guild_id=GUILD)
+    both = f"<@&{readers}> <@&{staff}>"
+    cases: list[tuple[str, dict[str, Any] | None, list[int]]] = [
+        (both, {"parse": [], "roles": [str(readers)]}, [readers]),
+        (f"<@&{staff}>", {"parse": [], "roles": [str(readers)]}, []),
+        (both, {"parse": ["roles"]}, [readers, staff]),
+        (both, {"parse": ["users", "everyone"]}, []),
+        (f"<@&{staff}> <@&424242> <@&{GUILD}>", None, [staff]),  # unknown and @everyone's id
+    ]
+    for content, allowed, pinged in cases:
+        payload: dict[str, Any] = {"content": content}
+        if allowed is not None:
+            payload["allowed_mentions"] = allowed
+        status, body, _ = await execute(session, fake, hook, payload)
+        assert status == 200, body
+        stored = fake.messages()[-1]
+        assert stored.mentioned_role_ids == pinged, content
+        assert body["mention_roles"] == [str(role) for role in pinged]
+        assert stored.mentions_would_ping is bool(pinged)
+
+    exclusive = {"parse": ["roles"], "roles": [str(readers)]}
+    status, body, _ = await execute(
+        session, fake, hook, {"content": both, "allowed_mentions": exclusive}
+    )
+    message = f'parse:["roles"] and roles: {[str(readers)]} are mutually exclusive.'
+    expected = form_error(
+        {"allowed_mentions": err("MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE", message)}
+    )
+    assert (status, body) == (400, expected)
+
+    # An edit rebuilds the mentions from the new content (default parsing without
+    # allowed_mentions) but pings nobody.
+    quiet = fake.messages()[1]
+    status, body, _ = await patch_message(session, fake, hook, quiet.id, {"content": both})
+    assert (status, body["mention_roles"]) == (200, [str(readers), str(staff)])
+    assert (quiet.mentioned_role_ids, quiet.mentions_would_ping) == ([readers, staff], False)
+    status, body, _ = await patch_message(
+        session, fake, hook, quiet.id, {"content": both, "allowed_mentions": {"parse": []}}
+    )
+    assert (status, body["mention_roles"]) == (200, [])
+    status, body, _ = await patch_message(
+        session, fake, hook, quiet.id, {"content": both, "allowed_mentions": exclusive}
+    )
+    assert (status, body) == (400, expected)

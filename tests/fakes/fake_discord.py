@@ -17,7 +17,16 @@ What it reproduces (as documented by Discord, plus observed behaviour where note
 * Form validation with Discord's nested ``{"code": 50035, "errors": ...}`` shape, collecting
   every violation at once like Discord does; 50006 for empty messages, 50109 for bad JSON.
 * Forum channels: ``thread_name`` creates a thread whose id is the starter message's id;
-  220001/220002/220003 for the wrong combinations.
+  220001/220002/220003 for the wrong combinations. ``add_channel(..., tags=[...])`` /
+  ``set_forum_tags`` give a forum ``available_tags``; ``applied_tags`` (at most 5 ids of that
+  forum's tags, else a 50035 form error) are recorded on the thread and the message.
+* ``PATCH /webhooks/{id}/{token}/messages/{message_id}`` (``thread_id``) edits a message the
+  webhook posted: validated like an execute, sharing the webhook's rate limit window;
+  404/10015 unknown webhook or wrong token, 404/10008 unknown, deleted (``delete_message``),
+  foreign or other-thread message. Edits are in ``message_edits()`` and on the message.
+* Mentions: each message records what it actually pings under ``allowed_mentions``
+  (``mentioned_role_ids``: listed or parsed roles that exist; ``parse`` and ``roles`` both
+  naming roles is a 400).
 * 404/10015 unknown (or deleted) webhook, 401/50027 wrong token, 403/50013 forbidden.
 * Rate limits (see ``RateLimit``): per webhook, shared per channel, and global, with Discord's
   headers and 429 bodies.
@@ -66,8 +75,12 @@ and close times) with ``session_overlaps()``, ``wait_for_open_sessions(n)`` and
 Interactions: ``invoke``/``autocomplete`` build INTERACTION_CREATE from the *synced* command
 definition and check options like Discord's client does; ``FakeInteraction`` collects every
 callback (3 s deadline -> 404/10062; a second ack -> 400/40060), followup (the first after a
-deferral fills the "thinking" message) and edit. Bot REST: users/@me, application, gateway,
-command bulk overwrite, channels, guilds, webhooks (15 per channel -> 30007,
+deferral fills the "thinking" message) and edit. A type 9 callback (modal: ACTION_ROW-wrapped
+TEXT_INPUTs as discord.py's ``Modal`` sends them, or LABEL/TEXT_DISPLAY components) is
+validated and kept as ``interaction.modal``; ``submit_modal`` fills it in and sends the
+MODAL_SUBMIT back over the gateway (callbacks 4, 5, 6, 7). ``add_role`` adds guild roles
+(role and mentionable options resolve to them). Bot REST: users/@me, application, gateway,
+command bulk overwrite, channels, guilds, roles, webhooks (15 per channel -> 30007,
 ``deny_manage_webhooks`` -> 403/50013; creating or deleting one sends WEBHOOKS_UPDATE).
 Interaction endpoints skip the global rate limit, as on Discord.
 
@@ -131,12 +144,41 @@ MAX_EMBED_TOTAL = 6000
 MAX_URL = 2048
 MAX_THREAD_NAME = 100
 USERNAME_MIN, USERNAME_MAX = 1, 80
+MAX_APPLIED_TAGS = 5
+MAX_FORUM_TAGS = 20
+MAX_TAG_NAME = 20
+MAX_ROLE_NAME = 100
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _EVERYONE_MENTION = re.compile(r"@(?:everyone|here)")
 _WEBHOOK_PATH = re.compile(r"^(/api/v\d+/(?:webhooks|interactions)/\d+)/[^/]+")
 _MENTION_TYPES = ("roles", "users", "everyone")
+
+# Interaction types and the callback types Discord accepts for each.
+APPLICATION_COMMAND = 2
+APPLICATION_COMMAND_AUTOCOMPLETE = 4
+MODAL_SUBMIT = 5
+_CALLBACK_TYPES = {
+    APPLICATION_COMMAND: (4, 5, 9),
+    APPLICATION_COMMAND_AUTOCOMPLETE: (8,),
+    MODAL_SUBMIT: (4, 5, 6, 7),
+}
+
+# Component types a modal may hold (https://discord.com/developers/docs/components/reference).
+ACTION_ROW = 1
+TEXT_INPUT = 4
+TEXT_DISPLAY = 10
+LABEL = 18
+# What a LABEL may wrap besides a text input: selects, file upload, radio/checkbox groups.
+_LABEL_CHILD_TYPES = (3, TEXT_INPUT, 5, 6, 7, 8, 19, 21, 22, 23)
+MAX_MODAL_TITLE = 45
+MAX_MODAL_COMPONENTS = 5
+MAX_CUSTOM_ID = 100
+MAX_LABEL = 45
+MAX_LABEL_DESCRIPTION = 100
+MAX_TEXT_INPUT = 4000
+MAX_PLACEHOLDER = 100
 
 # Interaction message flags.
 EPHEMERAL = 1 << 6
@@ -306,10 +348,29 @@ class CommandSync(NamedTuple):
         return 200 <= self.status < 300
 
 
+class MessageEdit(NamedTuple):
+    """One accepted ``PATCH /webhooks/{id}/{token}/messages/{message_id}`` of a webhook's
+    message (see ``FakeDiscord.message_edits``)."""
+
+    at: float
+    """``wall_clock()`` when it was applied (the message's ``edited_timestamp``)."""
+    message_id: int
+    webhook_id: int
+    thread_id: int | None
+    body: dict[str, Any]
+    """The request body exactly as received (after JSON decoding)."""
+
+
 @dataclass
 class StoredMessage:
     """A message a webhook created. ``channel_id`` is always the webhook's channel; a message
-    in a thread (``thread_id`` query or a forum ``thread_name``) also has ``thread_id``."""
+    in a thread (``thread_id`` query or a forum ``thread_name``) also has ``thread_id``.
+
+    Mentions: ``mention_everyone``, ``mentioned_user_ids`` and ``mentioned_role_ids`` are what
+    the content actually pings under ``allowed_mentions`` (roles only when the role exists in
+    a guild the fake knows; ``<@&guild_id>`` never pings). An edit rebuilds them from the new
+    content (with the edit's ``allowed_mentions``, else default parsing) but never notifies
+    anyone: ``mentions_would_ping`` stays what the creation did."""
 
     id: int
     channel_id: int
@@ -333,6 +394,14 @@ class StoredMessage:
     mentioned_role_ids: list[int] = field(default_factory=list)
     body: dict[str, Any] = field(default_factory=dict)
     """The request body exactly as received (after JSON decoding)."""
+    applied_tags: list[int] = field(default_factory=list)
+    """Forum tag ids a forum post (``thread_name`` + ``applied_tags``) was created with."""
+    edited_at: float | None = None
+    """``wall_clock()`` of the last accepted edit (``edited_timestamp``)."""
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    """Bodies of the accepted edits, oldest first (the creation's body is ``body``)."""
+    deleted: bool = False
+    """``FakeDiscord.delete_message``: gone from the channel; edits answer 10008."""
 
     @property
     def location_id(self) -> int:
@@ -348,7 +417,7 @@ class StoredMessage:
             "attachments": [dict(a) for a in self.attachments],
             "embeds": [_embed_out(e) for e in self.embeds],
             "timestamp": _iso(self.created_at),
-            "edited_timestamp": None,
+            "edited_timestamp": None if self.edited_at is None else _iso(self.edited_at),
             "flags": self.flags,
             "components": [],
             "id": str(self.id),
@@ -414,6 +483,26 @@ class FakeWebhook:
         }
 
 
+@dataclass(frozen=True)
+class ForumTag:
+    """A tag of a forum channel's ``available_tags`` (``set_forum_tags``)."""
+
+    id: int
+    name: str
+    moderated: bool = False
+    emoji_id: int | None = None
+    emoji_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "moderated": self.moderated,
+            "emoji_id": None if self.emoji_id is None else str(self.emoji_id),
+            "emoji_name": self.emoji_name,
+        }
+
+
 @dataclass
 class FakeChannel:
     id: int
@@ -428,6 +517,10 @@ class FakeChannel:
     topic: str | None = None
     manage_webhooks_denied: bool = False
     """``deny_manage_webhooks``: a channel overwrite denies the bot MANAGE_WEBHOOKS."""
+    available_tags: list[ForumTag] = field(default_factory=list)
+    """Forums: the tags posts may carry (``set_forum_tags``)."""
+    applied_tags: list[int] = field(default_factory=list)
+    """Threads (forum posts): the ids of the forum tags applied to it."""
 
     @property
     def type(self) -> int:
@@ -454,8 +547,22 @@ class FakeMember:
 
 
 @dataclass
+class FakeRole:
+    """A role ``add_role`` created (besides @everyone and the bot's managed role)."""
+
+    id: int
+    name: str
+    mentionable: bool = False
+    permissions: int = 0
+    color: int = 0
+    hoist: bool = False
+    position: int = 2
+
+
+@dataclass
 class FakeGuild:
-    """A guild the bot is in. Roles: @everyone (id == guild id) and the bot's managed role."""
+    """A guild the bot is in. Roles: @everyone (id == guild id), the bot's managed role and
+    the ``roles`` added with ``FakeDiscord.add_role``."""
 
     id: int
     name: str
@@ -466,6 +573,12 @@ class FakeGuild:
     locale: str = "en-US"
     joined_at: float = 0.0
     members: dict[int, FakeMember] = field(default_factory=dict)
+    roles: dict[int, FakeRole] = field(default_factory=dict)
+
+    @property
+    def role_ids(self) -> list[int]:
+        """Every role id: @everyone, the bot's role, then the added ones."""
+        return [self.id, self.bot_role_id, *self.roles]
 
 
 @dataclass
@@ -503,7 +616,8 @@ class InteractionReply:
     """One request the bot made about an interaction, accepted or not.
 
     ``kind``: ``"callback"`` (``POST /interactions/{id}/{token}/callback``; ``type`` is the
-    callback type: 4 message, 5 deferred, 8 autocomplete result, 9 modal), ``"followup"``,
+    callback type: 4 message, 5 deferred, 6 deferred update, 7 update, 8 autocomplete result,
+    9 modal), ``"followup"``,
     ``"edit"``, ``"get"`` or ``"delete"`` (``/webhooks/{app_id}/{token}/...``)."""
 
     kind: str
@@ -531,19 +645,71 @@ class InteractionReply:
         return bool(self.flags & EPHEMERAL)
 
 
+@dataclass(frozen=True)
+class ModalInput:
+    """One TEXT_INPUT of a modal the bot sent."""
+
+    custom_id: str
+    label: str | None
+    """The LABEL component's text, else the text input's own label (the older shape: a text
+    input in an ACTION_ROW carries its label itself)."""
+    style: int
+    """1 short (one line) or 2 paragraph."""
+    value: str | None
+    """The prefilled value (``TextInput(default=...)``), ``None`` when there is none."""
+    required: bool
+    min_length: int | None
+    max_length: int | None
+    placeholder: str | None
+    id: int
+    """The component id (the bot's, else the one Discord assigned)."""
+    container: int
+    """1 when the input sits in an ACTION_ROW, 18 when in a LABEL."""
+    description: str | None = None
+    """The LABEL's description, if any."""
+
+
+@dataclass(frozen=True)
+class FakeModal:
+    """A modal the bot answered an interaction with (callback type 9)."""
+
+    custom_id: str
+    title: str
+    components: list[dict[str, Any]]
+    """The top-level components as sent, every component's ``id`` filled in the way Discord
+    fills missing ones (sequentially, in order, skipping ids the bot set)."""
+    inputs: list[ModalInput]
+    """The text inputs, in the order shown."""
+
+    def input(self, key: str) -> ModalInput:
+        """The text input labelled ``key`` (else the one whose custom_id is ``key``);
+        ``ValueError`` when none is, or when several carry that label."""
+        by_label = [i for i in self.inputs if i.label == key]
+        if len(by_label) > 1:
+            raise ValueError(f"several inputs are labelled {key!r}: use their custom_id")
+        if by_label:
+            return by_label[0]
+        by_id = [i for i in self.inputs if i.custom_id == key]
+        if not by_id:
+            labels = [i.label or i.custom_id for i in self.inputs]
+            raise ValueError(f"modal {self.title!r} has no input {key!r}; it has {labels}")
+        return by_id[0]
+
+
 @dataclass(eq=False)
 class FakeInteraction:
-    """An interaction the fake sent (``invoke``/``autocomplete``) and what the bot did with it."""
+    """An interaction the fake sent (``invoke``/``autocomplete``/``submit_modal``) and what the
+    bot did with it."""
 
     id: int
     token: str
     type: int
-    """2 APPLICATION_COMMAND or 4 APPLICATION_COMMAND_AUTOCOMPLETE."""
+    """2 APPLICATION_COMMAND, 4 APPLICATION_COMMAND_AUTOCOMPLETE or 5 MODAL_SUBMIT."""
     guild_id: int
     channel_id: int
     user_id: int
     command: str
-    """The full name, e.g. ``"feed add"``."""
+    """The full name, e.g. ``"feed add"`` (a modal submit: the command that opened it)."""
     payload: dict[str, Any]
     """The INTERACTION_CREATE data as sent."""
     created_at: float
@@ -559,6 +725,14 @@ class FakeInteraction:
     order sent (every open session of the bot gets it, as on Discord; only the first callback
     is accepted, later ones get 40060). Sessions waiting for a RESUME get it in their replay
     but are not listed."""
+    modal: FakeModal | None = None
+    """The modal the bot answered with (callback type 9), ``None`` otherwise."""
+    submissions: list[FakeInteraction] = field(default_factory=list)
+    """The MODAL_SUBMIT interactions ``submit_modal`` sent for ``modal``, oldest first."""
+    source: FakeInteraction | None = None
+    """For a MODAL_SUBMIT: the interaction whose modal was submitted."""
+    values: dict[str, str] = field(default_factory=dict)
+    """For a MODAL_SUBMIT: what was submitted, by the inputs' custom_id."""
 
     @property
     def acknowledged(self) -> bool:
@@ -595,6 +769,12 @@ class FakeInteraction:
             return next((r for r in self.responses if r.kind == "callback" and r.ok), None)
 
         return await self._fake._wait_until(accepted, within, f"no callback for /{self.command}")
+
+    async def wait_for_modal(self, within: float = 5.0) -> FakeModal:
+        """The modal of an accepted type 9 callback; ``TimeoutError`` after ``within``."""
+        return await self._fake._wait_until(
+            lambda: self.modal, within, f"no modal for /{self.command}"
+        )
 
     async def wait_for_response(self, within: float = 5.0) -> InteractionMessage:
         """The message the user sees: after a type 4 response, or once a deferred response
@@ -808,6 +988,7 @@ class FakeDiscord:
         self.webhooks: dict[int, FakeWebhook] = {}
         self.channels: dict[int, FakeChannel] = {}
         self._messages: list[StoredMessage] = []
+        self._message_edits: list[MessageEdit] = []
         self._last_id = 0
         self._faults: list[_Fault] = []
         self._webhook_windows: dict[int, _Window] = {}
@@ -908,12 +1089,14 @@ class FakeDiscord:
         name: str | None = None,
         type: int | None = None,
         topic: str | None = None,
+        tags: Iterable[str] | None = None,
     ) -> FakeChannel:
         """Register a channel (``add_webhook`` does it for you).
 
         ``type``: 0 text (default), 5 announcement or 15 forum; ``forum=True`` is the same
         as ``type=15``. ``name`` defaults to ``"general"``. Calling it again for a known
-        channel updates it (and, as before, resets ``forum`` unless given)."""
+        channel updates it (and, as before, resets ``forum`` unless given). ``tags``: a
+        forum's tag names (``set_forum_tags``; the ids are in ``available_tags``)."""
         if type is not None and type not in _WEBHOOK_CHANNEL_TYPES:
             raise ValueError(f"channel type {type} is not 0, 5 or 15 (threads: add_thread)")
         is_forum = forum or type == GUILD_FORUM
@@ -945,7 +1128,31 @@ class FakeDiscord:
                 channel.name = name
             if topic is not None:
                 channel.topic = topic
+        if tags is not None:
+            self.set_forum_tags(channel_id, tags)
         return channel
+
+    def set_forum_tags(self, channel_id: int, names: Iterable[str]) -> list[int]:
+        """Replace a forum's ``available_tags`` (at most 20 names of 1 to 20 characters, no
+        duplicates) and return their ids in order. A name the forum already had keeps its id,
+        as when a moderator edits the tags. (Connected bots see the change after
+        ``dispatch("CHANNEL_UPDATE", channel_json(channel_id))``.)"""
+        channel = self.channels[channel_id]
+        if not channel.forum or channel.is_thread:
+            raise ValueError(f"channel {channel_id} is not a forum: only forums have tags")
+        wanted = list(names)
+        if len(wanted) > MAX_FORUM_TAGS:
+            raise ValueError(f"a forum has at most {MAX_FORUM_TAGS} tags, not {len(wanted)}")
+        for name in wanted:
+            if not isinstance(name, str) or not 1 <= len(name) <= MAX_TAG_NAME:
+                raise ValueError(f"tag name {name!r} is not 1 to {MAX_TAG_NAME} characters")
+        if len(set(wanted)) != len(wanted):
+            raise ValueError(f"duplicate tag names in {wanted}")
+        existing = {tag.name: tag for tag in channel.available_tags}
+        channel.available_tags = [
+            existing.get(name) or ForumTag(id=self.next_snowflake(), name=name) for name in wanted
+        ]
+        return [tag.id for tag in channel.available_tags]
 
     def add_webhook(
         self,
@@ -1014,12 +1221,40 @@ class FakeDiscord:
         self, channel_id: int | None = None, webhook_id: int | None = None
     ) -> list[StoredMessage]:
         """Created messages, oldest first. ``channel_id`` matches the webhook's channel or a
-        thread id (then only that thread's messages)."""
+        thread id (then only that thread's messages). Deleted messages stay listed (with
+        ``deleted`` set): this is the record of what was delivered."""
         return [
             m
             for m in self._messages
             if (channel_id is None or channel_id in (m.channel_id, m.thread_id))
             and (webhook_id is None or m.webhook_id == webhook_id)
+        ]
+
+    def message(self, message_id: int) -> StoredMessage:
+        """The message a webhook created with this id; ``KeyError`` when there is none."""
+        for stored in self._messages:
+            if stored.id == message_id:
+                return stored
+        raise KeyError(f"no webhook message {message_id}")
+
+    def delete_message(self, message_id: int) -> StoredMessage:
+        """A user deleted the message: it leaves the channel history and edits of it answer
+        404/10008 Unknown Message. (Connected bots with the GUILD_MESSAGES intent would get
+        ``dispatch("MESSAGE_DELETE", {"id": ..., "channel_id": ..., "guild_id": ...})``.)"""
+        stored = self.message(message_id)
+        stored.deleted = True
+        self._notify()
+        return stored
+
+    def message_edits(
+        self, webhook_id: int | None = None, *, message_id: int | None = None
+    ) -> list[MessageEdit]:
+        """Accepted edits of webhook messages (``PATCH .../messages/{id}``), oldest first."""
+        return [
+            edit
+            for edit in self._message_edits
+            if (webhook_id is None or edit.webhook_id == webhook_id)
+            and (message_id is None or edit.message_id == message_id)
         ]
 
     async def wait_for_messages(
@@ -1110,6 +1345,46 @@ class FakeDiscord:
         )
         guild.members[user_id] = member
         return member
+
+    def add_role(
+        self,
+        guild_id: int,
+        *,
+        name: str,
+        mentionable: bool = False,
+        role_id: int | None = None,
+        permissions: int = 0,
+        color: int = 0,
+    ) -> int:
+        """Add a role to the guild and return its id. It is in the guild object (READY and
+        GUILD_CREATE of sessions that identify later, ``GET /guilds/{id}``, ``GET
+        /guilds/{id}/roles``), role and mentionable options of ``invoke`` resolve to it, and
+        ``<@&id>`` in a webhook message pings it. Connected bots learn about it from
+        ``dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role":
+        role_json(guild_id, role_id)})``."""
+        guild = self.guilds[guild_id]
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_ROLE_NAME:
+            raise ValueError(f"role name {name!r} is not 1 to {MAX_ROLE_NAME} characters")
+        if role_id is None:
+            role_id = self.next_snowflake()
+        if role_id in guild.role_ids:
+            raise ValueError(f"role {role_id} already exists in guild {guild_id}")
+        guild.roles[role_id] = FakeRole(
+            id=role_id,
+            name=name,
+            mentionable=mentionable,
+            permissions=permissions,
+            color=color,
+            position=len(guild.roles) + 2,
+        )
+        return role_id
+
+    def role_json(self, guild_id: int, role_id: int) -> dict[str, Any]:
+        """The role object (``KeyError`` for a role the guild does not have)."""
+        guild = self.guilds[guild_id]
+        if role_id not in guild.role_ids:
+            raise KeyError(f"guild {guild_id} has no role {role_id}")
+        return self._role_json(guild, role_id)
 
     def deny_manage_webhooks(self, channel_id: int, denied: bool = True) -> None:
         """A channel overwrite denies the bot MANAGE_WEBHOOKS: creating, listing, fetching
@@ -1229,18 +1504,30 @@ class FakeDiscord:
 
     def _role_json(self, guild: FakeGuild, role_id: int) -> dict[str, Any]:
         is_bot = role_id == guild.bot_role_id
+        role = guild.roles.get(role_id)
+        if role is None:
+            role = FakeRole(
+                id=role_id,
+                name=self.bot_name if is_bot else "@everyone",
+                permissions=guild.bot_permissions if is_bot else guild.everyone_permissions,
+                position=1 if is_bot else 0,
+            )
         data: dict[str, Any] = {
             "id": str(role_id),
-            "name": self.bot_name if is_bot else "@everyone",
-            "permissions": str(guild.bot_permissions if is_bot else guild.everyone_permissions),
-            "position": 1 if is_bot else 0,
-            "color": 0,
-            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-            "hoist": False,
+            "name": role.name,
+            "permissions": str(role.permissions),
+            "position": role.position,
+            "color": role.color,
+            "colors": {
+                "primary_color": role.color,
+                "secondary_color": None,
+                "tertiary_color": None,
+            },
+            "hoist": role.hoist,
             "icon": None,
             "unicode_emoji": None,
             "managed": is_bot,
-            "mentionable": False,
+            "mentionable": role.mentionable,
             "flags": 0,
         }
         if is_bot:
@@ -1275,6 +1562,7 @@ class FakeDiscord:
         interactions carry."""
         channel = self.channels[channel_id]
         located = [m for m in self._messages if m.location_id == channel_id]
+        visible = [m for m in located if not m.deleted]
         data: dict[str, Any] = {
             "id": str(channel.id),
             "type": channel.type,
@@ -1289,10 +1577,10 @@ class FakeDiscord:
             data.update(
                 parent_id=str(channel.parent_id),
                 owner_id=str(self.bot_user_id),
-                message_count=len(located),
+                message_count=len(visible),
                 total_message_sent=len(located),
                 member_count=1,
-                applied_tags=[],
+                applied_tags=[str(tag) for tag in channel.applied_tags],
                 thread_metadata={
                     "archived": False,
                     "auto_archive_duration": 1440,
@@ -1324,7 +1612,7 @@ class FakeDiscord:
             )
             if channel.forum:
                 data.update(
-                    available_tags=[],
+                    available_tags=[tag.to_json() for tag in channel.available_tags],
                     default_reaction_emoji=None,
                     default_sort_order=None,
                     default_forum_layout=0,
@@ -1354,7 +1642,7 @@ class FakeDiscord:
             "verification_level": 0,
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
-            "roles": [self._role_json(guild, guild.id), self._role_json(guild, guild.bot_role_id)],
+            "roles": [self._role_json(guild, role_id) for role_id in guild.role_ids],
             "emojis": [],
             "stickers": [],
             "features": [],
@@ -1603,6 +1891,80 @@ class FakeDiscord:
         await interaction.wait_for_callback(within)
         return copy.deepcopy(interaction.choices or [])
 
+    async def submit_modal(
+        self,
+        interaction: FakeInteraction,
+        values: Mapping[str, str],
+        *,
+        user_id: int | None = None,
+    ) -> FakeInteraction:
+        """The user fills in and submits the modal the bot answered ``interaction`` with:
+        sends a MODAL_SUBMIT (type 5) interaction whose ``data`` is ``{"custom_id": <the
+        modal's>, "components": [...]}`` in the shape Discord sends back for the modal's
+        layout (ACTION_ROW -> ``{"type": 1, "id", "components": [{"type": 4, "id",
+        "custom_id", "value"}]}``; LABEL -> ``{"type": 18, "id", "component": {"type": 4,
+        "id", "custom_id", "value"}}``; TEXT_DISPLAY -> ``{"type": 10, "id"}``).
+
+        ``values``: input label (else custom_id) -> text; inputs not given submit their
+        prefilled value. ``ValueError`` for an unknown label and for what Discord's client
+        would not let a user submit: a required input left empty, a value longer than
+        ``max_length`` (or shorter than ``min_length``), a line break in a short input.
+        ``RuntimeError`` when there is no modal, or when an earlier submission was already
+        acknowledged (the modal closed then; an unanswered one stays open, as in Discord's
+        client). ``user_id``: who submits (default: who got the modal). The returned record
+        collects the bot's answer (callbacks 4, 5, 6 or 7, then followups and edits)."""
+        modal = interaction.modal
+        if modal is None:
+            raise RuntimeError(
+                f"/{interaction.command} was not answered with a modal "
+                "(await interaction.wait_for_modal() first)"
+            )
+        if any(submission.acknowledged for submission in interaction.submissions):
+            raise RuntimeError(f"the modal {modal.title!r} was submitted and closed already")
+        unsupported = set(_LABEL_CHILD_TYPES) - {TEXT_INPUT}
+        others = [c["type"] for _, c in _modal_items(modal.components) if c["type"] in unsupported]
+        if others:
+            raise NotImplementedError(f"the fake submits text inputs only, not types {others}")
+        submitted = {item.custom_id: item.value or "" for item in modal.inputs}
+        for key, value in values.items():
+            target = modal.input(key)
+            if not isinstance(value, str):
+                raise TypeError(f"the value for {key!r} must be a str, not {value!r}")
+            submitted[target.custom_id] = value
+        for item in modal.inputs:
+            value, name = submitted[item.custom_id], item.label or item.custom_id
+            if item.required and not value:
+                raise ValueError(f"input {name!r} is required")
+            longest = min(item.max_length or MAX_TEXT_INPUT, MAX_TEXT_INPUT)
+            if len(value) > longest:
+                raise ValueError(f"input {name!r}: {len(value)} characters, at most {longest}")
+            if value and item.min_length and len(value) < item.min_length:
+                raise ValueError(f"input {name!r}: {len(value)} characters, {item.min_length}+")
+            if item.style == 1 and "\n" in value:
+                raise ValueError(f"input {name!r} is a short (one line) input")
+        guild = self.guilds.get(interaction.guild_id)
+        if guild is None:
+            raise KeyError(f"unknown guild {interaction.guild_id}")
+        submitter = interaction.user_id if user_id is None else user_id
+        if submitter == interaction.user_id:
+            perms = int(interaction.payload["member"]["permissions"])
+        else:
+            perms = self.member_permissions(guild.id, submitter)
+        data = {
+            "custom_id": modal.custom_id,
+            "components": [_submitted(c, submitted) for c in modal.components],
+        }
+        submission = self._interaction(
+            MODAL_SUBMIT, guild, interaction.channel_id, submitter, perms,
+            str(interaction.payload.get("locale", "en-US")), data, interaction.command,
+        )  # fmt: skip
+        submission.source = interaction
+        submission.values = submitted
+        await self._deliver(submission)
+        interaction.submissions.append(submission)
+        self._notify()
+        return submission
+
     def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any], int | None]:
         for scope in (guild_id, None):
             for command in self._commands.get(scope, []):
@@ -1653,6 +2015,22 @@ class FakeDiscord:
             data["options"] = built
         if resolved:
             data["resolved"] = resolved
+        return self._interaction(
+            kind, guild, channel_id, user_id, perms, locale, data, " ".join([name, *path])
+        )
+
+    def _interaction(
+        self,
+        kind: int,
+        guild: FakeGuild,
+        channel_id: int,
+        user_id: int,
+        perms: int,
+        locale: str,
+        data: dict[str, Any],
+        command: str,
+    ) -> FakeInteraction:
+        """An INTERACTION_CREATE payload around ``data`` and its (undelivered) record."""
         interaction_id = self.next_snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)  # base64 "interaction:"
         payload: dict[str, Any] = {
@@ -1660,8 +2038,8 @@ class FakeDiscord:
             "application_id": str(self.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(guild_id),
-            "guild": {"id": str(guild_id), "locale": guild.locale, "features": []},
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
             "channel_id": str(channel_id),
             "channel": self.channel_json(channel_id, permissions=perms),
             "member": self._member_json(guild, user_id, permissions=perms),
@@ -1672,7 +2050,7 @@ class FakeDiscord:
             "guild_locale": guild.locale,
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(guild_id)},
+            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }
@@ -1680,10 +2058,10 @@ class FakeDiscord:
             id=interaction_id,
             token=token,
             type=kind,
-            guild_id=guild_id,
+            guild_id=guild.id,
             channel_id=channel_id,
             user_id=user_id,
-            command=" ".join([name, *path]),
+            command=command,
             payload=payload,
             created_at=self.clock(),
             _fake=self,
@@ -1778,7 +2156,7 @@ class FakeDiscord:
                 snowflake = int(value)
             except (TypeError, ValueError):
                 raise fail(f"expected an id, got {value!r}") from None
-            roles = (guild.id, guild.bot_role_id)
+            roles = guild.role_ids
             if kind == 7:
                 channel = self.channels.get(snowflake)
                 if channel is None or channel.guild_id != guild.id:
@@ -1842,7 +2220,7 @@ class FakeDiscord:
         user = self.user_json(interaction.user_id, interaction.guild_id)
         return {
             "id": str(message.id),
-            "type": 20 if message.original else 0,
+            "type": 20 if message.original and interaction.type == APPLICATION_COMMAND else 0,
             "channel_id": str(message.channel_id),
             "content": message.content,
             "embeds": [_embed_out(e) for e in message.embeds],
@@ -1859,14 +2237,7 @@ class FakeDiscord:
             "pinned": False,
             "webhook_id": str(self.application_id),
             "application_id": str(self.application_id),
-            "interaction_metadata": {
-                "id": str(interaction.id),
-                "type": interaction.type,
-                "user": user,
-                "authorizing_integration_owners": {"0": str(interaction.guild_id)},
-                "name": interaction.command,
-                "command_type": 1,
-            },
+            "interaction_metadata": self._interaction_metadata(interaction),
             "interaction": {
                 "id": str(interaction.id),
                 "type": interaction.type,
@@ -1874,6 +2245,19 @@ class FakeDiscord:
                 "user": user,
             },
         }
+
+    def _interaction_metadata(self, interaction: FakeInteraction) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": str(interaction.id),
+            "type": interaction.type,
+            "user": self.user_json(interaction.user_id, interaction.guild_id),
+            "authorizing_integration_owners": {"0": str(interaction.guild_id)},
+        }
+        if interaction.source is not None:  # a modal submit
+            data["triggering_interaction_metadata"] = self._interaction_metadata(interaction.source)
+        else:
+            data.update(name=interaction.command, command_type=1)
+        return data
 
     async def _wait_until(self, predicate: Callable[[], _T | None], within: float, what: str) -> _T:
         try:
@@ -1956,6 +2340,7 @@ class FakeDiscord:
         r.add_post(api + r"/channels/{channel_id:\d+}/webhooks", self._create_channel_webhook)
         r.add_get(api + r"/guilds/{guild_id:\d+}", self._get_guild)
         r.add_get(api + r"/guilds/{guild_id:\d+}/channels", self._get_guild_channels)
+        r.add_get(api + r"/guilds/{guild_id:\d+}/roles", self._get_guild_roles)
         r.add_get(api + r"/webhooks/{webhook_id:\d+}", self._get_webhook_bot)
         r.add_delete(api + r"/webhooks/{webhook_id:\d+}", self._delete_webhook_bot)
         message = api + r"/webhooks/{webhook_id:\d+}/{token}/messages/{message_id}"
@@ -2436,6 +2821,15 @@ class FakeDiscord:
         ]
         return _json_response(channels, 200)
 
+    async def _get_guild_roles(self, request: web.Request) -> web.Response:
+        denied = self._bot_auth(request)
+        if denied is not None:
+            return denied
+        guild = self.guilds.get(int(request.match_info["guild_id"]))
+        if guild is None:
+            return _error(404, 10004, "Unknown Guild")
+        return _json_response([self._role_json(guild, r) for r in guild.role_ids], 200)
+
     def _webhook_channel_check(self, channel: FakeChannel) -> web.Response | None:
         """403 when the bot may not manage this channel's webhooks."""
         if self._webhook_channel(channel).manage_webhooks_denied:
@@ -2617,7 +3011,7 @@ class FakeDiscord:
         if not isinstance(body, dict):
             errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
             return reply(_form_error(errors, {}))
-        allowed = (4, 5, 9) if interaction.type == 2 else (8,)
+        allowed = _CALLBACK_TYPES.get(interaction.type, ())
         if callback_type not in allowed or isinstance(raw_type, bool):
             errors.add(("type",), "BASE_TYPE_CHOICES", f"Value must be one of {set(allowed)}.")
         data = body.get("data")
@@ -2628,7 +3022,8 @@ class FakeDiscord:
                 ("data",), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
             )
             data = {}
-        if callback_type in (4, 5):
+        modal: FakeModal | None = None
+        if callback_type in (4, 5, 7):
             sub = _Errors()
             _validate_payload(data, sub)
             if sub.tree:
@@ -2636,10 +3031,10 @@ class FakeDiscord:
         elif callback_type == 8:
             _validate_choices(errors, data.get("choices"))
         elif callback_type == 9:
-            for key in ("custom_id", "title"):
-                _check_string(errors, ("data", key), data.get(key), max_len=100, required=True)
-            if not isinstance(data.get("components"), list):
-                errors.add(("data", "components"), "BASE_TYPE_REQUIRED", "This field is required")
+            sub = _Errors()
+            modal = _parse_modal(sub, data)
+            if sub.tree:
+                errors.tree.setdefault("data", {}).update(sub.tree)
         if errors:
             return reply(_form_error(errors, {}))
         if callback_type == 4 and _is_empty(data, files):
@@ -2672,6 +3067,10 @@ class FakeDiscord:
             )
         elif callback_type == 8:
             interaction.choices = copy.deepcopy(data["choices"])
+        elif callback_type == 9:
+            interaction.modal = modal
+        # 6 (deferred update) and 7 (update): the fake's modals come from slash commands, so
+        # there is no message of the bot's to update; the reply records what was asked.
         interaction.original = message
         if not with_response:
             response = web.Response(status=204)
@@ -2751,11 +3150,15 @@ class FakeDiscord:
 
     async def _webhook_message(self, request: web.Request) -> web.Response:
         """``GET/PATCH/DELETE /webhooks/{app_id}/{token}/messages/{id|@original}`` for
-        interactions. (Editing messages of ordinary webhooks is not implemented: 404.)"""
+        interactions; ``PATCH`` with any other token edits an ordinary webhook's message
+        (``_edit_webhook_message``). (GET and DELETE of ordinary webhooks' messages are not
+        implemented: 404.)"""
         interaction = self._interaction_for(
             int(request.match_info["webhook_id"]), request.match_info["token"]
         )
         if interaction is None:
+            if request.method == "PATCH":
+                return await self._edit_webhook_message(request)
             raise web.HTTPNotFound()
         now = self.clock()
         kind = {"GET": "get", "PATCH": "edit", "DELETE": "delete"}[request.method]
@@ -2896,6 +3299,15 @@ class FakeDiscord:
             errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
             return _form_error(errors, headers)
         _validate_payload(body, errors)
+        applied: Any = body.get("applied_tags")
+        if _check_list(errors, ("applied_tags",), applied, MAX_APPLIED_TAGS):
+            for index, value in enumerate(applied):
+                if isinstance(value, bool) or not str(value).isdigit():
+                    errors.add(
+                        ("applied_tags", index),
+                        "NUMBER_TYPE_COERCE",
+                        f'Value "{value}" is not snowflake.',
+                    )
         if errors:
             return _form_error(errors, headers)
 
@@ -2923,6 +3335,17 @@ class FakeDiscord:
                 return _error(
                     400, 220003, "Webhooks can only create threads in forum channels", headers
                 )
+            tag_ids = [tag.id for tag in channel.available_tags]
+            choices = ", ".join(f"'{tag_id}'" for tag_id in tag_ids)
+            for index, value in enumerate(applied or []):
+                if int(value) not in tag_ids:
+                    errors.add(
+                        ("applied_tags", index),
+                        "BASE_TYPE_CHOICES",
+                        f"Value must be one of {{{choices}}}.",
+                    )
+            if errors:
+                return _form_error(errors, headers)
         elif channel.forum:
             return _error(
                 400,
@@ -2935,13 +3358,20 @@ class FakeDiscord:
         if channel_rule is not None:
             channel_window.take(channel_rule, now)
         message_id = self.next_snowflake()
+        tags: list[int] = []
         if thread_name is not None:
             thread_id = message_id  # a forum post's id is its starter message's id
+            tags = _unique(int(value) for value in applied or [])
             self.channels[thread_id] = FakeChannel(
-                id=thread_id, guild_id=channel.guild_id, parent_id=channel.id, name=thread_name
+                id=thread_id,
+                guild_id=channel.guild_id,
+                parent_id=channel.id,
+                name=thread_name,
+                applied_tags=list(tags),
             )
         allowed = body.get("allowed_mentions")
         everyone, users, roles = _mentions(content, allowed)
+        roles = self._pingable_roles(hook.guild_id, roles)
         message = StoredMessage(
             id=message_id,
             channel_id=channel.id,
@@ -2957,29 +3387,151 @@ class FakeDiscord:
             created_at=self.wall_clock(),
             flags=(body.get("flags") or 0) & WEBHOOK_SETTABLE_FLAGS,
             tts=bool(body.get("tts")),
-            attachments=[
-                {
-                    "id": str(self.next_snowflake()),
-                    "filename": name,
-                    "size": size,
-                    "content_type": ctype,
-                    "url": f"https://cdn.discordapp.com/attachments/{channel.id}/{message_id}/{name}",
-                    "proxy_url": f"https://media.discordapp.net/attachments/{channel.id}/{message_id}/{name}",
-                }
-                for name, size, ctype in files
-            ],
+            attachments=[self._attachment_json(channel.id, message_id, *file) for file in files],
             author_name=body.get("username") or hook.name,
             guild_id=hook.guild_id,
             mention_everyone=everyone,
             mentioned_user_ids=users,
             mentioned_role_ids=roles,
             body=body,
+            applied_tags=tags,
         )
         self._messages.append(message)
         self._notify()
         if wait:
             return _json_response(message.to_json(), 200, headers)
         return web.Response(status=204, headers=headers)
+
+    async def _edit_webhook_message(self, request: web.Request) -> web.Response:
+        """``PATCH /webhooks/{id}/{token}/messages/{message_id}`` (``?thread_id=``) of a
+        channel webhook: edit a message the webhook posted. Counts against the webhook's own
+        rate limit window, like executing it (not the channel's: nothing is created).
+
+        404/10015 for an unknown or deleted webhook or a wrong token; 404/10008 for a message
+        that does not exist, was deleted, was posted by another webhook, or lives in another
+        thread than ``thread_id`` says (a message in a thread needs its ``thread_id``);
+        404/10003 for a ``thread_id`` that is no thread of the webhook's channel. The body is
+        validated like an execute's; given fields replace the message's (``null`` clears),
+        ``flags`` may only toggle SUPPRESS_EMBEDS, and mentions are rebuilt from new content.
+        """
+        now = self.clock()
+        hook = self.webhooks.get(int(request.match_info["webhook_id"]))
+        if (
+            hook is None
+            or hook.deleted
+            or not secrets.compare_digest(hook.token.encode(), request.match_info["token"].encode())
+        ):
+            hook = None
+        headers = {} if hook is None else self._webhook_headers(hook, now)
+        limited = self._check_global(now, headers)
+        if limited is not None:
+            return limited
+        if hook is None:
+            return _error(404, 10015, "Unknown Webhook")
+        if hook.forbidden:
+            return _error(403, 50013, "Missing Permissions")
+        rule = self.webhook_limit
+        window = self._webhook_windows.setdefault(hook.id, _Window())
+        if rule is not None:
+            if window.remaining(rule, now) <= 0:
+                return self._too_many(window.reset_after(rule, now), "user", headers)
+            window.take(rule, now)
+        headers = self._webhook_headers(hook, now)
+
+        errors = _Errors()
+        thread_id: int | None = None
+        raw_thread = request.query.get("thread_id")
+        if raw_thread is not None:
+            if raw_thread.isdigit():
+                thread_id = int(raw_thread)
+            else:
+                errors.add(
+                    ("thread_id",), "NUMBER_TYPE_COERCE", f'Value "{raw_thread}" is not snowflake.'
+                )
+        if errors:
+            return _form_error(errors, headers)
+        if thread_id is not None:
+            thread = self.channels.get(thread_id)
+            if thread is None or thread.parent_id != hook.channel_id:
+                return _error(404, 10003, "Unknown Channel", headers)
+        raw_message = request.match_info["message_id"]
+        message = None
+        if raw_message.isdigit():
+            message = next((m for m in self._messages if m.id == int(raw_message)), None)
+        if (
+            message is None
+            or message.deleted
+            or message.webhook_id != hook.id
+            or message.thread_id != thread_id
+        ):
+            return _error(404, 10008, "Unknown Message", headers)
+
+        try:
+            body, files = await _read_body(request)
+        except _InvalidJSON:
+            return _error(400, 50109, "The request body contains invalid JSON.", headers)
+        if not isinstance(body, dict):
+            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            return _form_error(errors, headers)
+        _validate_payload(body, errors)
+        if errors:
+            return _form_error(errors, headers)
+        content = (body.get("content") or "") if "content" in body else message.content
+        embeds = [dict(e) for e in body.get("embeds") or []] if "embeds" in body else message.embeds
+        attachments = message.attachments
+        if "attachments" in body:
+            kept = body.get("attachments") or []
+            keep = {str(a.get("id")) for a in kept if isinstance(a, dict)}
+            attachments = [a for a in message.attachments if a["id"] in keep]
+        attachments = attachments + [
+            self._attachment_json(hook.channel_id, message.id, *file) for file in files
+        ]
+        if not content.strip() and not embeds and not attachments:
+            return _error(400, 50006, "Cannot send an empty message", headers)
+
+        if "content" in body:
+            everyone, users, roles = _mentions(content, body.get("allowed_mentions"))
+            message.mention_everyone = everyone
+            message.mentioned_user_ids = users
+            message.mentioned_role_ids = self._pingable_roles(hook.guild_id, roles)
+        message.content, message.embeds, message.attachments = content, embeds, attachments
+        flags = body.get("flags")
+        if isinstance(flags, int):
+            message.flags = (message.flags & ~SUPPRESS_EMBEDS) | (flags & SUPPRESS_EMBEDS)
+        message.edited_at = self.wall_clock()
+        message.edits.append(body)
+        self._message_edits.append(
+            MessageEdit(
+                at=message.edited_at,
+                message_id=message.id,
+                webhook_id=hook.id,
+                thread_id=thread_id,
+                body=body,
+            )
+        )
+        self._notify()
+        return _json_response(message.to_json(), 200, headers)
+
+    def _attachment_json(
+        self, channel_id: int, message_id: int, name: str, size: int, ctype: str
+    ) -> dict[str, Any]:
+        return {
+            "id": str(self.next_snowflake()),
+            "filename": name,
+            "size": size,
+            "content_type": ctype,
+            "url": f"https://cdn.discordapp.com/attachments/{channel_id}/{message_id}/{name}",
+            "proxy_url": f"https://media.discordapp.net/attachments/{channel_id}/{message_id}/{name}",
+        }
+
+    def _pingable_roles(self, guild_id: int | None, roles: list[int]) -> list[int]:
+        """Of the mentioned roles, those that exist (when the fake knows the guild): a
+        mention of a role the guild lacks, or of @everyone's id, pings nobody."""
+        guild = self.guilds.get(guild_id) if guild_id is not None else None
+        if guild is None:
+            return roles
+        known = set(guild.role_ids) - {guild.id}
+        return [role for role in roles if role in known]
 
     async def _get_webhook(self, request: web.Request) -> web.Response:
         hook = self.webhooks.get(int(request.match_info["webhook_id"]))
@@ -3034,7 +3586,7 @@ class FakeDiscord:
                 errors.add((key,), "NUMBER_TYPE_COERCE", f'Value "{raw}" is not snowflake.')
         if errors:
             return _form_error(errors, {})
-        found = [m for m in self._messages if m.location_id == channel_id]  # oldest first
+        found = [m for m in self._messages if m.location_id == channel_id and not m.deleted]
         if "before" in bounds:
             found = [m for m in found if m.id < bounds["before"]]
         if "after" in bounds:
@@ -3440,6 +3992,212 @@ def _validate_choices(errors: _Errors, choices: Any) -> None:
             _check_string(errors, (*path, index, "value"), value, max_len=100)
         elif not isinstance(value, int | float) or isinstance(value, bool):
             errors.add((*path, index, "value"), "BASE_TYPE_REQUIRED", "This field is required")
+
+
+def _check_int(
+    errors: _Errors, path: tuple[str | int, ...], value: Any, low: int, high: int
+) -> None:
+    """An optional integer in ``[low, high]``."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        errors.add(path, "NUMBER_TYPE_COERCE", f'Value "{value}" is not int.')
+    elif value < low:
+        errors.add(path, "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {low}.")
+    elif value > high:
+        errors.add(path, "NUMBER_TYPE_MAX", f"int value should be less than or equal to {high}.")
+
+
+def _modal_items(
+    components: list[Any], path: tuple[str | int, ...] = ("components",)
+) -> Iterable[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """Every component of a modal with its path, in order: each top-level component, then
+    the text input(s) of an ACTION_ROW or the component of a LABEL (well-formed dicts only)."""
+    for index, component in enumerate(components):
+        here = (*path, index)
+        if not isinstance(component, dict):
+            continue
+        yield here, component
+        if component.get("type") == ACTION_ROW and isinstance(component.get("components"), list):
+            yield from _modal_items(component["components"], (*here, "components"))
+        elif component.get("type") == LABEL and isinstance(component.get("component"), dict):
+            yield (*here, "component"), component["component"]
+
+
+def _check_text_input(
+    errors: _Errors, path: tuple[str | int, ...], component: dict[str, Any], *, in_label: bool
+) -> None:
+    _check_string(
+        errors, (*path, "custom_id"), component.get("custom_id"), min_len=1,
+        max_len=MAX_CUSTOM_ID, required=True,
+    )  # fmt: skip
+    style = component.get("style")
+    if style is None:
+        errors.add((*path, "style"), "BASE_TYPE_REQUIRED", "This field is required")
+    elif style not in (1, 2) or isinstance(style, bool):
+        errors.add((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2}.")
+    label = component.get("label")
+    if in_label:
+        # discord.py sends ``"label": null`` for a TextInput inside a Label.
+        _check_string(errors, (*path, "label"), label, max_len=MAX_LABEL)
+    else:
+        _check_string(errors, (*path, "label"), label, min_len=1, max_len=MAX_LABEL, required=True)
+    _check_int(errors, (*path, "min_length"), component.get("min_length"), 0, MAX_TEXT_INPUT)
+    _check_int(errors, (*path, "max_length"), component.get("max_length"), 1, MAX_TEXT_INPUT)
+    _check_string(errors, (*path, "value"), component.get("value"), max_len=MAX_TEXT_INPUT)
+    _check_string(
+        errors, (*path, "placeholder"), component.get("placeholder"), max_len=MAX_PLACEHOLDER
+    )
+    required = component.get("required")
+    if required is not None and not isinstance(required, bool):
+        errors.add((*path, "required"), "BOOLEAN_TYPE_COERCE", f'Value "{required}" is not bool.')
+
+
+def _check_modal_component(errors: _Errors, path: tuple[str | int, ...], component: Any) -> None:
+    """One top-level component of a modal: an ACTION_ROW holding one TEXT_INPUT (the older
+    layout), a LABEL wrapping one input, or a TEXT_DISPLAY."""
+    if not _check_dict(errors, path, component):
+        if component is None:
+            errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return
+    kind = component.get("type")
+    if kind == ACTION_ROW:
+        children = component.get("components")
+        where = (*path, "components")
+        if children is None:
+            errors.add(where, "BASE_TYPE_REQUIRED", "This field is required")
+        elif _check_list(errors, where, children, 1):
+            if not children:
+                errors.add(where, "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length.")
+            for index, child in enumerate(children):
+                if not _check_dict(errors, (*where, index), child):
+                    continue
+                if child.get("type") != TEXT_INPUT:
+                    errors.add(
+                        (*where, index),
+                        "UNION_TYPE_CHOICES",
+                        'Value of field "type" must be one of (4,).',
+                    )
+                else:
+                    _check_text_input(errors, (*where, index), child, in_label=False)
+    elif kind == LABEL:
+        _check_string(
+            errors, (*path, "label"), component.get("label"), min_len=1, max_len=MAX_LABEL,
+            required=True,
+        )  # fmt: skip
+        _check_string(
+            errors, (*path, "description"), component.get("description"),
+            max_len=MAX_LABEL_DESCRIPTION,
+        )  # fmt: skip
+        child = component.get("component")
+        where = (*path, "component")
+        if child is None:
+            errors.add(where, "BASE_TYPE_REQUIRED", "This field is required")
+        elif _check_dict(errors, where, child):
+            if child.get("type") == TEXT_INPUT:
+                _check_text_input(errors, where, child, in_label=True)
+            elif child.get("type") in _LABEL_CHILD_TYPES:
+                _check_string(
+                    errors, (*where, "custom_id"), child.get("custom_id"), min_len=1,
+                    max_len=MAX_CUSTOM_ID, required=True,
+                )  # fmt: skip
+            else:
+                choices = ", ".join(str(t) for t in _LABEL_CHILD_TYPES)
+                message = f'Value of field "type" must be one of ({choices}).'
+                errors.add(where, "UNION_TYPE_CHOICES", message)
+    elif kind == TEXT_DISPLAY:
+        _check_string(
+            errors, (*path, "content"), component.get("content"), min_len=1,
+            max_len=MAX_TEXT_INPUT, required=True,
+        )  # fmt: skip
+    else:
+        errors.add(path, "UNION_TYPE_CHOICES", 'Value of field "type" must be one of (1, 10, 18).')
+
+
+def _parse_modal(errors: _Errors, data: dict[str, Any]) -> FakeModal | None:
+    """Validate a type 9 callback's ``data`` (paths relative to it) and read the modal."""
+    custom_id: Any = data.get("custom_id")
+    title: Any = data.get("title")
+    _check_string(
+        errors, ("custom_id",), custom_id, min_len=1, max_len=MAX_CUSTOM_ID, required=True
+    )
+    _check_string(errors, ("title",), title, min_len=1, max_len=MAX_MODAL_TITLE, required=True)
+    components = data.get("components")
+    if components is None:
+        errors.add(("components",), "BASE_TYPE_REQUIRED", "This field is required")
+    elif _check_list(errors, ("components",), components, MAX_MODAL_COMPONENTS):
+        if not components:
+            errors.add(("components",), "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length.")
+        for index, component in enumerate(components):
+            _check_modal_component(errors, ("components", index), component)
+        seen: set[Any] = set()
+        for path, item in _modal_items(components):
+            if "custom_id" not in item or item.get("type") in (ACTION_ROW, LABEL):
+                continue
+            if item["custom_id"] in seen:
+                errors.add(
+                    (*path, "custom_id"),
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "Component custom id cannot be duplicated",
+                )
+            seen.add(item["custom_id"])
+    if errors or not isinstance(components, list):
+        return None
+    laid_out = copy.deepcopy(components)
+    # Discord numbers components without an id sequentially, skipping ids already used.
+    used = {c["id"] for _, c in _modal_items(laid_out) if isinstance(c.get("id"), int)}
+    next_id = 1
+    for _, item in _modal_items(laid_out):
+        if not isinstance(item.get("id"), int):
+            while next_id in used:
+                next_id += 1
+            item["id"] = next_id
+            used.add(next_id)
+    inputs: list[ModalInput] = []
+    for component in laid_out:
+        if component["type"] == ACTION_ROW:
+            pairs = [(component, child) for child in component["components"]]
+        elif component["type"] == LABEL and component["component"]["type"] == TEXT_INPUT:
+            pairs = [(component, component["component"])]
+        else:
+            continue
+        for container, child in pairs:
+            in_label = container["type"] == LABEL
+            inputs.append(
+                ModalInput(
+                    custom_id=child["custom_id"],
+                    label=container["label"] if in_label else child["label"],
+                    style=child["style"],
+                    value=child.get("value") or None,
+                    required=child.get("required", True) is not False,
+                    min_length=child.get("min_length"),
+                    max_length=child.get("max_length"),
+                    placeholder=child.get("placeholder"),
+                    id=child["id"],
+                    container=container["type"],
+                    description=container.get("description") if in_label else None,
+                )
+            )
+    return FakeModal(custom_id=custom_id, title=title, components=laid_out, inputs=inputs)
+
+
+def _submitted(component: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """A modal component as a MODAL_SUBMIT's ``data.components`` carries it back."""
+    kind = component["type"]
+    if kind == ACTION_ROW:
+        children = [_submitted(child, values) for child in component["components"]]
+        return {"type": kind, "id": component["id"], "components": children}
+    if kind == LABEL:
+        inner = _submitted(component["component"], values)
+        return {"type": kind, "id": component["id"], "component": inner}
+    if kind == TEXT_INPUT:
+        return {
+            "type": kind,
+            "id": component["id"],
+            "custom_id": component["custom_id"],
+            "value": values[component["custom_id"]],
+        }
+    return {"type": kind, "id": component["id"]}
 
 
 def _check_name(errors: _Errors, path: tuple[str | int, ...], name: Any, lower: bool) -> None:
