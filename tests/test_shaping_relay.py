@@ -1,0 +1,243 @@
+"""[[feeds]] message settings end to end in relay mode: the real App (poller, delivery) reads
+a loopback feed and posts to the fake Discord's webhooks; templates, filters, mentions,
+forum posts with tags, and edits that follow the source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import App
+from bot.config import load_config
+from tests.conftest import T0, Clock, Doc, FeedServer
+from tests.fakes.fake_discord import FakeDiscord, StoredMessage
+
+GUILD = 9100
+
+
+def feed(entries: list[tuple[str, str, str]]) -> Doc:
+    """RSS 2.0 of (guid, title, description) entries, newest first, a minute apart."""
+    parts = []
+    for index, (guid, title, text) in enumerate(entries):
+        parts.append(
+            f"<item><guid>{guid}</guid><title>{title}</title>"
+            f"<link>https://example.com/{guid}</link>"
+            f"<pubDate>{format_datetime(T0 - timedelta(minutes=index))}</pubDate>"
+            f"<author>desk@example.com (News Desk)</author>"
+            f"<description>{text}</description></item>"
+        )
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>Harbour News</title><link>https://example.com/</link>{''.join(parts)}"
+        "</channel></rss>"
+    )
+    return Doc(body.encode())
+
+
+@dataclass
+class Relay:
+    app: App
+    fake: FakeDiscord
+    feeds: FeedServer
+    hooks: dict[str, tuple[int, str]]
+    clock: Clock
+
+    async def poll_and_deliver(self) -> None:
+        """Two hours later: one poll of the source and the deliveries (and edits) it queued."""
+        self.clock.advance(2 * 3600)  # past the 1h interval and its jitter
+        await self.app.poller.poll_due()
+        await self.app.poller.flush()
+        await self.app.deliverer.deliver_due()
+
+    def messages(self, name: str) -> list[StoredMessage]:
+        return self.fake.messages(webhook_id=self.hooks[name][0])
+
+
+ENTRIES = [("a2", "Second story", "Old news"), ("a1", "First story", "Older news")]
+
+
+@pytest.fixture
+async def relay(tmp_path: Path, feed_server: FeedServer) -> AsyncIterator[Callable[..., Any]]:
+    """Start an App whose [[feeds]] are the given name -> extra TOML lines, each on a
+    webhook of its own in the fake Discord; the name "forum" gets a forum channel with the
+    tags News and Sport, and ``{news_tag}`` in its lines becomes the News tag's id. The
+    scheduler is paused: the test drives polls and deliveries on its own clock."""
+    apps: list[App] = []
+    fake = FakeDiscord(webhook_limit=None)
+    await fake.start()
+    fake.add_guild(GUILD)
+
+    async def start(entries: dict[str, str]) -> Relay:
+        feed_server.docs["/news.xml"] = feed(ENTRIES)
+        hooks, tables = {}, []
+        for n, (name, extra) in enumerate(entries.items()):
+            channel = fake.add_channel(7000 + n, guild_id=GUILD, forum=name == "forum")
+            lines = extra
+            if name == "forum":
+                tags = fake.set_forum_tags(channel.id, ["News", "Sport"])
+                lines = extra.replace("{news_tag}", str(tags[0]))
+            hooks[name] = fake.add_webhook(channel.id, guild_id=GUILD)
+            hook_id, token = hooks[name]
+            tables.append(
+                f'[[feeds]]\nurl = "{feed_server.url("/news.xml")}"\n'
+                f'webhook = "https://discord.com/api/webhooks/{hook_id}/{token}"\n{lines}\n'
+            )
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[discord]\napi_base = "{fake.api_base}"\n'
+            f'[database]\nurl = "sqlite:///{tmp_path / "relay.db"}"\n'
+            '[polling]\nallow_private_addresses = true\ninterval = "1h"\n\n' + "\n".join(tables),
+            encoding="utf-8",
+        )
+        clock = Clock()
+        app = App(load_config(config, environ={}), clock=clock)
+        apps.append(app)
+        await app.start()
+        app.scheduler.pause()
+        made = Relay(app, fake, feed_server, hooks, clock)
+        # the first poll (what is there counts as seen), by the scheduler or by us
+        for _ in range(100):
+            await made.poll_and_deliver()
+            if all(h.last_polled_at for h in await app.store.source_health()):
+                break
+            await asyncio.sleep(0.05)
+        return made
+
+    yield start
+    for app in apps:
+        await app.stop()
+    await fake.close()
+    assert fake.internal_errors == []
+
+
+NEW_ENTRIES = [
+    ("a5", "Weekly notes", "Nothing much"),
+    ("a4", "Sponsored: buy a boat", "Advert"),
+    ("a3", "Version 2 release", "It is out"),
+    *ENTRIES,
+]
+
+
+async def test_templates_filters_and_mentions_in_relay_mode(relay: Any) -> None:
+    r: Relay = await relay(
+        {
+            "compact": 'embed = false\ncontent = "📰 **{title}** by {author} <{link}>"\n'
+            'exclude = ["title:sponsored"]',
+            "pings": 'mention_roles = [4242]\nmention_when = ["release"]\n'
+            'embed = { title = "[{source_title}] {title}" }',
+            "forum": 'forum = true\nthread_title = "{author}: {title}"\nforum_tags = [{news_tag}]',
+        }
+    )
+    r.fake.add_role(GUILD, name="releases", role_id=4242, mentionable=True)
+    news_tag = r.fake.channels[7002].available_tags[0].id
+    r.feeds.docs["/news.xml"] = feed(NEW_ENTRIES)
+    await r.poll_and_deliver()
+
+    compact = [m.content for m in r.messages("compact")]
+    assert compact == [
+        "📰 **Version 2 release** by News Desk <https://example.com/a3>",
+        "📰 **Weekly notes** by News Desk <https://example.com/a5>",
+    ]
+    filtered = [key for _, key, state in await r.app.store.outbox_items() if state == "filtered"]
+    assert filtered == ["a4"]  # kept, never sent, for the delivery log
+
+    pings = r.messages("pings")
+    release = [m for m in pings if m.mentioned_role_ids]
+    assert len(release) == 1
+    assert release[0].content == "<@&4242>"
+    assert release[0].allowed_mentions == {"parse": [], "roles": ["4242"]}
+    assert len(release[0].embeds) == 1  # a ping is a message of its own
+    assert release[0].embeds[0]["title"] == "[Harbour News] Version 2 release"
+    others = [e["title"] for m in pings if not m.mentioned_role_ids for e in m.embeds]
+    assert sorted(others) == ["[Harbour News] Sponsored: buy a boat", "[Harbour News] Weekly notes"]
+
+    posts = r.messages("forum")
+    assert sorted(m.thread_name or "" for m in posts) == [
+        "News Desk: Sponsored: buy a boat",
+        "News Desk: Version 2 release",
+        "News Desk: Weekly notes",
+    ]
+    assert all(m.applied_tags == [news_tag] for m in posts)
+
+
+async def test_edits_follow_the_source(relay: Any) -> None:
+    r: Relay = await relay(
+        {"edits": "follow_edits = true", "forum": "forum = true\nfollow_edits = true"}
+    )
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds of 80 km/h"), *ENTRIES])
+    await r.poll_and_deliver()
+    (first,) = r.messages("edits")
+    (post,) = r.messages("forum")
+    assert first.embeds[0]["title"] == "Storm warning"
+
+    # the publisher fixes the title and the text: one edit of each message, no new post
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning lifted", "Calm again"), *ENTRIES])
+    await r.poll_and_deliver()
+    await r.poll_and_deliver()  # nothing changed since: no second edit
+    assert len(r.messages("edits")) == 1
+    assert len(r.messages("forum")) == 1
+    (edit,) = r.fake.message_edits(r.hooks["edits"][0])
+    assert edit.message_id == first.id
+    assert edit.body["embeds"][0]["title"] == "Storm warning lifted"
+    assert edit.body["embeds"][0]["description"] == "Calm again"
+    (forum_edit,) = r.fake.message_edits(r.hooks["forum"][0])
+    assert forum_edit.thread_id == post.thread_id  # the edit names the forum post's thread
+
+    # someone deleted the message: the next change ends the following quietly
+    r.fake.delete_message(first.id)
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm over", "Calm again"), *ENTRIES])
+    await r.poll_and_deliver()
+    assert len(r.fake.message_edits(r.hooks["edits"][0])) == 1
+    outbox = await r.app.store.outbox_items()
+    assert all(state == "sent" for _, _, state in outbox)
+    views = await r.app.store.subscription_states()
+    assert all(v.enabled for v in views)
+
+
+async def test_an_edit_to_a_deleted_webhook_disables_the_subscription(relay: Any) -> None:
+    r: Relay = await relay({"edits": "follow_edits = true"})
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds"), *ENTRIES])
+    await r.poll_and_deliver()
+    r.fake.delete_webhook(r.hooks["edits"][0])
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning lifted", "Calm"), *ENTRIES])
+    await r.poll_and_deliver()
+    (state,) = await r.app.store.subscription_states()
+    assert not state.enabled
+    assert "webhook was deleted" in (state.disabled_reason or "")
+
+
+async def test_a_steady_feed_costs_no_edit(relay: Any) -> None:
+    r: Relay = await relay({"edits": "follow_edits = true"})
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds"), *ENTRIES])
+    await r.poll_and_deliver()
+    for _ in range(2):
+        r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds"), *ENTRIES])
+        await r.poll_and_deliver()
+    await asyncio.sleep(0)
+    assert r.fake.message_edits(r.hooks["edits"][0]) == []
+
+
+async def test_edits_are_noticed_when_many_entries_change_at_once(relay: Any) -> None:
+    """More than a handful of changed entries take the poller's other path (known keys
+    read first, then only what is needed built): edits must be seen there too."""
+    older = [(f"b{n}", f"Archive {n}", "Old") for n in range(8)]
+    r: Relay = await relay({"edits": "follow_edits = true"})
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds"), *ENTRIES, *older])
+    await r.poll_and_deliver()
+    rewritten = [(key, f"{title} (updated)", text) for key, title, text in older]
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning lifted", "Calm"), *ENTRIES, *rewritten])
+    await r.poll_and_deliver()
+    posted = {m.id: m.body["embeds"][0]["title"] for m in r.messages("edits")}
+    assert len(posted) == 9  # an item followed for edits is a message of its own
+    edited = {e.message_id: e.body["embeds"][0]["title"] for e in r.fake.message_edits()}
+    assert edited == {
+        message_id: "Storm warning lifted" if title.startswith("Storm") else f"{title} (updated)"
+        for message_id, title in posted.items()
+    }
