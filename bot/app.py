@@ -9,15 +9,16 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import __version__
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.delivery import Deliverer, DeliverySettings
 from bot.net import Fetcher, NetSettings
 from bot.poller import Clock, Poller, PollSettings, utcnow
@@ -138,16 +139,77 @@ def delivery_settings(config: Config) -> DeliverySettings:
     )
 
 
-def config_feeds(config: Config) -> list[ConfigFeed]:
+def config_feeds(
+    config: Config, tag_ids: Mapping[int, Sequence[int]] | None = None
+) -> list[ConfigFeed]:
+    """The [[feeds]] entries as subscriptions; ``tag_ids``: entry index -> its forum_tags
+    given by name, resolved (:func:`resolve_forum_tag_names`)."""
+    tag_ids = tag_ids or {}
     return [
         ConfigFeed(
             url=f.url,
             target=f.target,
             backfill=f.backfill,
-            options=f.shape().to_options(),
+            options=f.shape(tag_ids.get(index)).to_options(),
         )
-        for f in config.feeds
+        for index, f in enumerate(config.feeds)
     ]
+
+
+async def resolve_forum_tag_names(config: Config) -> dict[int, tuple[int, ...]]:
+    """Per [[feeds]] entry with forum_tags given by name, the tag ids: the webhook names its
+    channel, and the bot reads that forum's tags. An unknown name, or a forum the bot cannot
+    read, is a :class:`ConfigError` naming the key."""
+    wanted = {i: f for i, f in enumerate(config.feeds) if f.forum_tag_names()}
+    if not wanted:
+        return {}
+    api = config.discord.api_base.rstrip("/")
+    headers = {"Authorization": f"Bot {config.discord.token}", "User-Agent": USER_AGENT}
+    resolved: dict[int, tuple[int, ...]] = {}
+    timeout = aiohttp.ClientTimeout(total=config.delivery.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for index, entry in wanted.items():
+            key = f"feeds[{index}].forum_tags"
+            target = entry.target
+            try:
+                async with session.get(
+                    f"{api}/webhooks/{target.webhook_id}/{target.token}"
+                ) as resp:
+                    hook = await resp.json(content_type=None) if resp.status == 200 else None
+                channel_id = hook.get("channel_id") if isinstance(hook, dict) else None
+                if channel_id is None:
+                    raise ConfigError(
+                        f"{key}: Discord does not know the entry's webhook (HTTP {resp.status}); "
+                        "check its URL"
+                    )
+                async with session.get(f"{api}/channels/{channel_id}", headers=headers) as resp:
+                    channel = await resp.json(content_type=None) if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = str(exc) or type(exc).__name__
+                raise ConfigError(
+                    f"{key}: could not read the forum's tags from Discord ({problem}); "
+                    "give tag ids, or try again"
+                ) from None
+            if not isinstance(channel, dict) or "available_tags" not in channel:
+                raise ConfigError(
+                    f"{key}: the bot cannot read channel {channel_id} as a forum; is it a "
+                    "forum channel the bot can see?"
+                )
+            by_name = {
+                str(t.get("name", "")).casefold(): int(t["id"])
+                for t in channel["available_tags"]
+                if isinstance(t, dict) and "id" in t
+            }
+            ids = [int(t) for t in entry.forum_tags or () if str(t).strip().isdigit()]
+            for name in entry.forum_tag_names():
+                if name.casefold() not in by_name:
+                    names = ", ".join(str(t.get("name")) for t in channel["available_tags"])
+                    raise ConfigError(
+                        f"{key}: the forum has no tag named {name!r}; its tags: {names or 'none'}"
+                    )
+                ids.append(by_name[name.casefold()])
+            resolved[index] = tuple(dict.fromkeys(ids))
+    return resolved
 
 
 class App:
@@ -215,7 +277,8 @@ class App:
                 )
             # and so are the process rows it left
             await self.store.forget_processes()
-        await self.store.sync_config_feeds(config_feeds(self.config), now=self.clock())
+        tag_ids = await resolve_forum_tag_names(self.config)
+        await self.store.sync_config_feeds(config_feeds(self.config, tag_ids), now=self.clock())
         await self._register()
         await self.fetcher.__aenter__()
         self.deliverer.open()

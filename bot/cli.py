@@ -185,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(print_status(config, out=sys.stdout))
         elif args.command == "db":
             asyncio.run(upgrade_database(config))
+    except ConfigError as exc:  # found at start: forum tag names Discord does not know
+        print(f"feedhook: config error in {args.config or 'config.toml'}: {exc}", file=sys.stderr)
+        return 2
     except (CommandError, DatabaseError, BotError) as exc:
         print(f"feedhook: {exc}", file=sys.stderr)
         return 1

@@ -239,8 +239,23 @@ class FeedEntry(_Section):
         )  # fmt: skip
         return {k: v for k in keys if (v := getattr(self, k)) is not None}
 
-    def shape(self) -> Shape:
-        return parse_settings(self.settings())
+    def forum_tag_names(self) -> list[str]:
+        """The forum_tags given by name (not id): read from Discord at start."""
+        return [
+            str(t).strip()
+            for t in self.forum_tags or ()
+            if isinstance(t, str) and not t.strip().isdigit()
+        ]
+
+    def shape(self, tag_ids: Sequence[int] | None = None) -> Shape:
+        """The entry's settings; ``tag_ids`` replaces forum_tags (names resolved to ids)."""
+        settings = self.settings()
+        if tag_ids is not None:
+            settings["forum_tags"] = list(tag_ids)
+        elif self.forum_tag_names():
+            # the ids among them; the names are checked against the forum at start
+            settings["forum_tags"] = [t for t in self.forum_tags or () if str(t).strip().isdigit()]
+        return parse_settings(settings)
 
     @field_validator("url")
     @classmethod
@@ -298,6 +313,14 @@ class Config(_Section):
                 feed.shape()
             except SettingError as exc:
                 raise FeedSourceError(f"feeds[{index}].{exc.key}: {exc.problem}") from None
+            discord = info.data.get("discord")
+            if feed.forum_tag_names() and not (
+                isinstance(discord, DiscordConfig) and discord.token
+            ):
+                raise FeedSourceError(
+                    f"feeds[{index}].forum_tags: tag names need discord.token (feedhook reads "
+                    "the forum's tags with it); without a bot, give the tag ids"
+                )
             out.append(feed.model_copy(update={"url": ref.url}))
         return tuple(out)
 

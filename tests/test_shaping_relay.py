@@ -241,3 +241,41 @@ async def test_edits_are_noticed_when_many_entries_change_at_once(relay: Any) ->
         message_id: "Storm warning lifted" if title.startswith("Storm") else f"{title} (updated)"
         for message_id, title in posted.items()
     }
+
+
+async def test_forum_tag_names_in_feeds_are_read_from_discord(tmp_path: Path) -> None:
+    from bot.app import config_feeds, resolve_forum_tag_names
+    from bot.config import ConfigError
+
+    async with FakeDiscord(bot_token="bot-token", webhook_limit=None) as fake:
+        fake.add_guild(GUILD)
+        forum = fake.add_channel(7100, guild_id=GUILD, forum=True)
+        news_tag, sport_tag = fake.set_forum_tags(forum.id, ["News", "Sport"])
+        hook_id, token = fake.add_webhook(forum.id, guild_id=GUILD)
+
+        def config(tags: str, *, bot: bool = True) -> Path:
+            path = tmp_path / "config.toml"
+            path.write_text(
+                f'[discord]\napi_base = "{fake.api_base}"\n'
+                + ('token = "bot-token"\n' if bot else "")
+                + f'[[feeds]]\nurl = "https://example.com/feed.xml"\n'
+                f'webhook = "https://discord.com/api/webhooks/{hook_id}/{token}"\n'
+                f"forum = true\nforum_tags = {tags}\n",
+                encoding="utf-8",
+            )
+            return path
+
+        loaded = load_config(config(f'["sport", {news_tag}]'), environ={})
+        resolved = await resolve_forum_tag_names(loaded)
+        assert resolved == {0: (news_tag, sport_tag)}
+        (feed_options,) = [f.options for f in config_feeds(loaded, resolved)]
+        assert feed_options["forum_tags"] == [str(news_tag), str(sport_tag)]
+
+        with pytest.raises(ConfigError) as unknown:
+            await resolve_forum_tag_names(load_config(config('["Weather"]'), environ={}))
+        assert str(unknown.value) == (
+            "feeds[0].forum_tags: the forum has no tag named 'Weather'; its tags: News, Sport"
+        )
+        with pytest.raises(ConfigError) as no_bot:
+            load_config(config('["News"]', bot=False), environ={})
+        assert "feeds[0].forum_tags: tag names need discord.token" in str(no_bot.value)
