@@ -38,10 +38,12 @@ def _embeds(body: dict[str, Any] | None) -> list[discord.Embed]:
     return [discord.Embed.from_dict(embed) for embed in (body or {}).get("embeds", [])]
 
 
-async def _show_settings(interaction: Interaction, result: SettingsResult, head: str) -> None:
+async def _show_settings(
+    interaction: Interaction, result: SettingsResult, head: str, note: str | None = None
+) -> None:
     """The answer to a settings command: what changed, and the newest item as it will
     now look (its content quoted, so that no role mention in it pings here)."""
-    text = replies.settings_answer(result, head)
+    text = replies.settings_answer(result, head, note)
     await _answer(
         interaction,
         text,
@@ -304,13 +306,15 @@ class Feeds(commands.Cog):
             await _answer(interaction, str(exc))
             return
         head = f"Items will ping {role.mention}" if role else "Items will ping nobody"
+        if role is not None and when not in (None, "-"):
+            head += " when they match the terms"
+        note = None
         if role is not None and not role.mentionable:
-            head += (
-                f". Warning: {role.mention} is not mentionable, so the ping may not notify "
-                "anyone; allow anyone to mention it in the role settings, or give the "
-                "webhook's channel the Mention Everyone permission"
+            note = (
+                f"⚠️ {role.mention} is not mentionable, so the ping may not notify anyone: "
+                "turn on *Allow anyone to @mention this role* in the role's settings."
             )
-        await _show_settings(interaction, result, head)
+        await _show_settings(interaction, result, head, note)
 
     @feed.command(name="options", description="Embeds, edits and forum settings of a feed")
     @app_commands.describe(

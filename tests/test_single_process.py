@@ -35,6 +35,18 @@ def one_feed(tmp_path: Path, feed_server: FeedServer) -> Path:
     return write_config(tmp_path, feeds=[feed_server.url("/f.xml")], interval="1s")
 
 
+async def holding_the_lock(proc: asyncio.subprocess.Process, db: Path) -> None:
+    """Wait until ``proc`` holds the database's lock: it is past its imports (which take
+    seconds on a busy machine) and has its signal handlers, so SIGTERM stops it cleanly."""
+    lock = Path(f"{db}.lock")
+    await wait_for(
+        lambda: (
+            proc.returncode is not None
+            or (lock.exists() and f"pid {proc.pid} " in lock.read_text(encoding="utf-8"))
+        )
+    )
+
+
 async def stop(proc: asyncio.subprocess.Process) -> str:
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 15)
@@ -69,7 +81,7 @@ async def test_a_second_run_on_the_same_file_is_refused(
             await stop(first)
     # the lock goes with the process: the next run starts
     again = await start_run(config)
-    await asyncio.sleep(1.5)
+    await holding_the_lock(again, db)
     assert again.returncode is None
     await stop(again)
 
@@ -83,7 +95,7 @@ async def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path, feed_server: F
     await proc.wait()
     assert (tmp_path / "feedhook.db.lock").exists()  # the file stays; the lock does not
     again = await start_run(config)
-    await asyncio.sleep(1.5)
+    await holding_the_lock(again, db)
     assert again.returncode is None
     err = await stop(again)
     assert "in use by another" not in err

@@ -27,21 +27,24 @@ def settings_label(view: SubscriptionView) -> str:
     return f" · {', '.join(labels)}" if labels else ""
 
 
-def settings_answer(result: SettingsResult, head: str) -> str:
+def settings_answer(result: SettingsResult, head: str, note: str | None = None) -> str:
     """What a settings command answers: what was saved, the filter's effect on the
     source's current items, and the newest item as it will now look."""
     view, shape = result.view, result.shape
     lines = [f"{head} for **{view.label}** in {where(view)}."]
-    if not shape.filter.empty and result.total:
+    if note:
+        lines.append(note)
+    filtered = not shape.filter.empty and result.total
+    if filtered:
         lines.append(
             f"{result.passing} of the source's {result.total} current items pass the filter."
         )
     if result.preview is None:
-        lines.append(
-            "No item to show yet." if not result.total else "None of its current items pass."
-        )
+        if not result.total:
+            lines.append("It has no items to show yet.")
     else:
-        lines.append("The newest item that passes will look like this:")
+        which = "newest item that passes" if filtered else "newest item"
+        lines.append(f"The {which} will look like this:")
         content = result.preview.get("content")
         if content:
             lines += ["> " + line for line in content.splitlines()[:10]]
