@@ -466,16 +466,7 @@ class Deliverer:
             )
         elif result.kind in ("gone", "forbidden"):
             await self.store.finish_edit(job)
-            self._dead_webhooks[(job.target.webhook_id, job.target.token)] = result.error
-            disabled = await self.store.disable_webhook(
-                job.target.webhook_id, reason=result.error, now=self.clock()
-            )
-            log.warning(
-                "webhook disabled webhook=%d subscriptions=%s reason=%s",
-                job.target.webhook_id,
-                disabled,
-                result.error,
-            )
+            await self._webhook_dead(job.target, result.error)
         elif result.kind == "bad_request":
             await self.store.finish_edit(job)
             log.warning(
@@ -683,16 +674,7 @@ class Deliverer:
                 await self.store.mark_failed(ids, error=result.error, now=self.clock())
                 self.stats.failed_items += 1
             elif result.kind in ("gone", "forbidden"):
-                self._dead_webhooks[(job.target.webhook_id, job.target.token)] = result.error
-                disabled = await self.store.disable_webhook(
-                    job.target.webhook_id, reason=result.error, now=self.clock()
-                )
-                log.warning(
-                    "webhook disabled webhook=%d subscriptions=%s reason=%s",
-                    job.target.webhook_id,
-                    disabled,
-                    result.error,
-                )
+                await self._webhook_dead(job.target, result.error)
                 queue.appendleft((message, rows))
                 await self._requeue(queue, error=result.error)
                 return False
@@ -701,6 +683,20 @@ class Deliverer:
                 await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
                 return False
         return True
+
+    async def _webhook_dead(self, target: WebhookTarget, error: str) -> None:
+        """Discord says the webhook is gone or refused: no more requests to it, and every
+        subscription using it disabled with the reason."""
+        self._dead_webhooks[(target.webhook_id, target.token)] = error
+        disabled = await self.store.disable_webhook(
+            target.webhook_id, reason=error, now=self.clock()
+        )
+        log.warning(
+            "webhook disabled webhook=%d subscriptions=%s reason=%s",
+            target.webhook_id,
+            disabled,
+            error,
+        )
 
     def _claims_hold(self, claimed_as: int | None) -> bool:
         """Whether rows claimed as process ``claimed_as`` are still this process's."""

@@ -53,44 +53,24 @@ TEMPLATE_MAX = 4000
 DISCORD_STYLES = frozenset("tTdDfFR")
 DEFAULT_STYLE = "f"
 
-ITEM_NAMES: frozenset[str] = frozenset(
-    {
-        "title",
-        "link",
-        "summary",
-        "author",
-        "published",
-        "source_title",
-        "source_link",
-        "categories",
-        "image",
-        "id",
-        "handle",
-        "display_name",
-    }
+# The item placeholders, in the order an admin reads them in error messages: most used first.
+ITEM_ORDER = (
+    "title",
+    "link",
+    "summary",
+    "author",
+    "published",
+    "source_title",
+    "source_link",
+    "categories",
+    "image",
+    "id",
+    "handle",
+    "display_name",
 )
+ITEM_NAMES: frozenset[str] = frozenset(ITEM_ORDER)
 DATE_NAMES: frozenset[str] = frozenset({"published"})
-
-# The order an admin reads them in error messages: most used first.
-_NAME_ORDER = {
-    name: rank
-    for rank, name in enumerate(
-        (
-            "title",
-            "link",
-            "summary",
-            "author",
-            "published",
-            "source_title",
-            "source_link",
-            "categories",
-            "image",
-            "id",
-            "handle",
-            "display_name",
-        )
-    )
-}
+_NAME_ORDER = {name: rank for rank, name in enumerate(ITEM_ORDER)}
 
 _BRACE = re.compile(r"[{}]")
 _NOT_NAME_CHAR = re.compile(r"[^A-Za-z0-9_.-]")

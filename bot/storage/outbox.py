@@ -451,17 +451,30 @@ class OutboxMixin(StoreBase):
             route = await self._route(conn, subscription_id)
             if route is None:
                 return None
-            row = (
-                await conn.execute(
-                    select(*_ITEM_COLUMNS)
-                    .where(items.c.source_id == route.source_id)
-                    .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
-                    .limit(1)
-                )
-            ).first()
-        if row is None:
+            newest = await self._newest_items(conn, route.source_id, 1)
+        if not newest:
             return None
-        return _item_from_row(row), route.feed, route.target, route.options
+        return newest[0], route.feed, route.target, route.options
+
+    async def recent_items(
+        self, subscription_id: int, *, limit: int = 50
+    ) -> tuple[list[Item], FeedInfo] | None:
+        """The subscription's source's newest stored items (newest first) and the feed, for
+        previews of settings; None for no such subscription."""
+        async with self.db.read() as conn:
+            route = await self._route(conn, subscription_id)
+            if route is None:
+                return None
+            return await self._newest_items(conn, route.source_id, limit), route.feed
+
+    async def _newest_items(self, conn: DbConnection, source_id: int, limit: int) -> list[Item]:
+        rows = await conn.execute(
+            select(*_ITEM_COLUMNS)
+            .where(items.c.source_id == source_id)
+            .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
+            .limit(limit)
+        )
+        return [_item_from_row(row) for row in rows.all()]
 
     async def queue_test(self, subscription_id: int, *, now: datetime) -> int | None:
         """Queue the source's newest item for the subscription again (``/feed test`` in a

@@ -11,13 +11,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 
-from bot.models import FeedInfo, Item, SubscriptionState, SubscriptionView, WebhookTarget
+from bot.models import SubscriptionState, SubscriptionView, WebhookTarget
 from bot.storage._common import (
-    _ITEM_COLUMNS,
     MAX_ERROR_TEXT,
     REMOVED_FROM_CONFIG,
-    _item_from_row,
-    items,
     outbox,
     sources,
     subscriptions,
@@ -255,40 +252,6 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
             .values(options=dict(options))
         )
         return bool(result.rowcount)
-
-    async def recent_items(
-        self, subscription_id: int, *, limit: int = 50
-    ) -> tuple[list[Item], FeedInfo] | None:
-        """The subscription's source's newest stored items (newest first) and the feed, for
-        previews of settings; None for no such subscription."""
-        async with self.db.read() as conn:
-            route = (
-                await conn.execute(
-                    select(
-                        subscriptions.c.source_id,
-                        sources.c.title,
-                        sources.c.site_link,
-                        sources.c.icon_url,
-                        sources.c.kind,
-                        sources.c.url,
-                    )
-                    .join(sources, sources.c.id == subscriptions.c.source_id)
-                    .where(subscriptions.c.id == subscription_id)
-                )
-            ).first()
-            if route is None:
-                return None
-            source_id, title, site, icon, kind, url = route
-            rows = (
-                await conn.execute(
-                    select(*_ITEM_COLUMNS)
-                    .where(items.c.source_id == source_id)
-                    .order_by(items.c.published_at.desc().nulls_last(), items.c.id.desc())
-                    .limit(limit)
-                )
-            ).all()
-        feed = FeedInfo(title=title or url, link=site, icon=icon, kind=kind)
-        return [_item_from_row(r) for r in rows], feed
 
     async def guild_subscription_count(self, guild_id: int) -> int:
         async with self.db.read() as conn:

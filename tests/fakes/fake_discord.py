@@ -3280,15 +3280,7 @@ class FakeDiscord:
             errors.add(
                 ("wait",), "BOOLEAN_TYPE_COERCE", f'Value "{request.query["wait"]}" is not bool.'
             )
-        thread_id: int | None = None
-        raw_thread = request.query.get("thread_id")
-        if raw_thread is not None:
-            if raw_thread.isdigit():
-                thread_id = int(raw_thread)
-            else:
-                errors.add(
-                    ("thread_id",), "NUMBER_TYPE_COERCE", f'Value "{raw_thread}" is not snowflake.'
-                )
+        thread_id = _thread_query(request, errors)
 
         # Body.
         try:
@@ -3439,15 +3431,7 @@ class FakeDiscord:
         headers = self._webhook_headers(hook, now)
 
         errors = _Errors()
-        thread_id: int | None = None
-        raw_thread = request.query.get("thread_id")
-        if raw_thread is not None:
-            if raw_thread.isdigit():
-                thread_id = int(raw_thread)
-            else:
-                errors.add(
-                    ("thread_id",), "NUMBER_TYPE_COERCE", f'Value "{raw_thread}" is not snowflake.'
-                )
+        thread_id = _thread_query(request, errors)
         if errors:
             return _form_error(errors, headers)
         if thread_id is not None:
@@ -4290,3 +4274,14 @@ def _check_options(errors: _Errors, path: tuple[str | int, ...], options: Any, d
             "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
             "Sub-commands cannot be mixed with other option types",
         )
+
+
+def _thread_query(request: web.Request, errors: _Errors) -> int | None:
+    """The ``thread_id`` query parameter of a webhook request (a snowflake), if any."""
+    raw_thread = request.query.get("thread_id")
+    if raw_thread is None:
+        return None
+    if raw_thread.isdigit():
+        return int(raw_thread)
+    errors.add(("thread_id",), "NUMBER_TYPE_COERCE", f'Value "{raw_thread}" is not snowflake.')
+    return None
