@@ -248,7 +248,7 @@ def _time_calls(
 def _time_renders(into: dict[str, list[float]]) -> None:
     """Time the renderer as the deliverer calls it: it runs on the event loop, so its CPU
     time is time in which no other job can send (this process only; the bench's own)."""
-    for name in ("render_batch", "render_item"):
+    for name in ("render_messages", "render_message"):
         original = getattr(delivery_module, name)
 
         def bind(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
