@@ -506,9 +506,12 @@ def _with_mentions(content: str, roles: Sequence[int]) -> str:
     return f"{prefix}\n{truncate(content, room)}" if content else prefix
 
 
+_DEFAULT_THREAD_TITLE = compile_template(DEFAULT_THREAD_TITLE)
+
+
 def thread_name(item: Item, feed: FeedInfo, shape: Shape) -> str:
     """A forum post's title: ``thread_title`` (default ``{title}``), else the feed's title."""
-    template = shape.thread_title or compile_template(DEFAULT_THREAD_TITLE)
+    template = shape.thread_title or _DEFAULT_THREAD_TITLE
     for candidate in (template.render(_values(item, feed, DESCRIPTION_PREVIEW)), feed.title):
         name = _one_line(candidate or "")
         if visible(name):
