@@ -20,16 +20,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import __version__
 from bot.config import Config, ConfigError
 from bot.delivery import Deliverer, DeliverySettings
+from bot.models import SendError
 from bot.net import Fetcher, NetSettings
+from bot.notices import NoticeKind, notice_body, notice_text
 from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.services import FeedService, ServiceSettings
 from bot.sources.resolve import SourceResolver
-from bot.staleness import WINDOW, StaleWatch
+from bot.staleness import WINDOW, StaleWatch, with_stale
 from bot.storage.db import Database, DatabaseError
 from bot.storage.filelock import DatabaseFileLock, sqlite_path
 from bot.storage.gateway_lock import CHECK_INTERVAL as GATEWAY_CHECK_INTERVAL
 from bot.storage.gateway_lock import TAKEOVER_DELAY, GatewayLock
-from bot.storage.store import ConfigFeed, Pruned, Store
+from bot.storage.store import ConfigFeed, NoticeTarget, Pruned, Store
 
 if TYPE_CHECKING:
     from bot.discord.client import FeedhookBot
@@ -76,6 +78,9 @@ USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 MAX_TICK_SECONDS = 5.0
 DELIVERY_TICK_SECONDS = 0.5
 STALE_CHECK_SECONDS = 600.0
+# Notices (failing for a day, working again, stale) are judged in hours: a look every
+# five minutes posts them soon enough without a staleness query each tick.
+NOTICE_CHECK_SECONDS = 300.0
 # Every process beats this often; one silent for DEAD_AFTER_SECONDS is taken for dead
 # and its claims are freed, so its work resumes elsewhere well within 30 s of a crash.
 HEARTBEAT_SECONDS = 3.0
@@ -299,6 +304,8 @@ class App:
             self._every(
                 self.deliverer.tick, DELIVERY_TICK_SECONDS, "deliver-tick", first=self.clock()
             )
+            # Notices about failing or stale sources: judged in hours and days.
+            self._every(self.send_notices, NOTICE_CHECK_SECONDS, "notices")
         # Retention: every process has the job; the oldest live one does the pruning.
         self._every(
             self.prune,
@@ -535,6 +542,60 @@ class App:
             log.exception("staleness check failed")
             return set()
         return self.stale_watch.update(health, times, self.clock())
+
+    async def send_notices(self) -> int:
+        """Post the notices owed (bot.notices): a source failing for longer than
+        polling.notify_after (once a day while it fails), working again, turned stale.
+        Each is claimed in the database first, so no process posts one twice; one that
+        cannot be posted is released and tried at the next look. Returns how many went out."""
+        now = self.clock()
+        try:
+            health = await self.store.source_health()
+            times = await self.store.recent_item_times(per_source=WINDOW)
+            stale = {h.source_id for h in with_stale(health, times, now) if h.stale}
+            owed: list[tuple[NoticeKind, list[NoticeTarget]]] = [
+                (
+                    "failing",
+                    await self.store.claim_failure_notices(
+                        now=now, notify_after=timedelta(seconds=self.config.polling.notify_after)
+                    ),
+                ),
+                ("recovered", await self.store.claim_recovery_notices()),
+                ("stale", await self.store.claim_stale_notices(stale, now=now)),
+            ]
+        except Exception:
+            log.exception("notice check failed")
+            return 0
+        posted = 0
+        for kind, notices in owed:
+            for notice in notices:
+                body = notice_body(kind, notice)
+                try:
+                    message_id = await self.deliverer.send_now(notice.target, body)
+                except SendError as exc:
+                    await self.store.release_notice(notice, kind)
+                    log.warning(
+                        "notice not posted subscription=%d kind=%s error=%s",
+                        notice.subscription_id,
+                        kind,
+                        exc,
+                    )
+                    continue
+                posted += 1
+                await self.store.log_notice(
+                    notice.subscription_id,
+                    reason=f"{kind}: {notice_text(kind, notice)}",
+                    message_id=message_id,
+                    channel_id=notice.target.thread_id or notice.channel_id,
+                    now=now,
+                )
+                log.info(
+                    "notice posted subscription=%d kind=%s url=%s",
+                    notice.subscription_id,
+                    kind,
+                    notice.source_url,
+                )
+        return posted
 
     async def check_database_file(self) -> None:
         """Stop the relay when its SQLite file (or its lock file) was removed or replaced

@@ -108,6 +108,8 @@ class PollingConfig(_Section):
     concurrency: int = Field(default=64, ge=1, le=1000)
     max_new_per_poll: int = Field(default=25, ge=1, le=1000)
     jitter: float = Field(default=0.1, ge=0.0, le=0.5)
+    # A source failing for longer than this gets a notice in its subscriptions' channels.
+    notify_after: Duration = 86400.0
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -630,6 +630,12 @@ class Deliverer:
                 )
             if result.kind == "rate_limited":
                 self.stats.rate_limited += 1
+                await self.store.log_attempts(
+                    [r.id for r in rows],
+                    outcome="retried",
+                    reason="Discord rate limited the webhook (429); sent again after the wait",
+                    now=self.clock(),
+                )
                 continue  # the limiter now knows how long to wait
             queue.popleft()
             ids = [r.id for r in rows]

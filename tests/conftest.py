@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -165,3 +166,12 @@ def subscribe(store: Store) -> Subscribe:
         await store.sync_config_feeds(feeds, now=T0)
 
     return add
+
+
+@pytest.fixture
+async def relay(tmp_path: Path, feed_server: FeedServer) -> AsyncIterator[Callable[..., Any]]:
+    """Starts relay-mode Apps on the fake Discord (tests/relay.py)."""
+    from tests.relay import relay_harness
+
+    async for start in relay_harness(tmp_path, feed_server):
+        yield start

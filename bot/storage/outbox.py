@@ -15,7 +15,6 @@ from bot.models import FeedInfo, Item, WebhookTarget
 from bot.storage._common import (
     _ITEM_COLUMNS,
     MAX_ERROR_TEXT,
-    StoreBase,
     _chunks,
     _item_from_row,
     items,
@@ -24,6 +23,7 @@ from bot.storage._common import (
     subscriptions,
 )
 from bot.storage.db import DbConnection
+from bot.storage.deliverylog import DeliveryLogMixin
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class DeliveryJob:
     claimed_by: int | None = None
 
 
-class OutboxMixin(StoreBase):
+class OutboxMixin(DeliveryLogMixin):
     """Delivery queries: claims on outbox rows, their outcomes, and routes."""
 
     async def claim_deliveries(
@@ -274,7 +274,10 @@ class OutboxMixin(StoreBase):
             for row_id in mark.outbox_ids
         ]
         if params:
-            await self.db.write_one(_MARK_SENT, params)
+            async with self.db.write() as conn:
+                await conn.execute(_MARK_SENT, params)
+                for mark in marks:
+                    await self._log_rows(conn, mark.outbox_ids, "sent", None, mark.sent_at)
         return [None] * len(marks)
 
     async def reschedule(
@@ -302,40 +305,48 @@ class OutboxMixin(StoreBase):
             values["attempts"] = outbox.c.attempts + 1
         if error is not None:
             values["last_error"] = error[:MAX_ERROR_TEXT]
-        await self.db.write_one(
-            update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
-        )
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
+            )
+            if count_attempt and error is not None:
+                # a retry after a 5xx, a timeout or a lost answer
+                await self._log_rows(conn, outbox_ids, "retried", error, at)
 
     async def mark_failed(self, outbox_ids: Sequence[int], *, error: str, now: datetime) -> None:
-        await self.db.write_one(
-            update(outbox)
-            .where(outbox.c.id.in_(list(outbox_ids)))
-            .values(
-                state="failed",
-                lease_until=None,
-                attempts=outbox.c.attempts + 1,
-                last_error=error[:MAX_ERROR_TEXT],
-                sent_at=None,
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(outbox_ids)))
+                .values(
+                    state="failed",
+                    lease_until=None,
+                    attempts=outbox.c.attempts + 1,
+                    last_error=error[:MAX_ERROR_TEXT],
+                    sent_at=None,
+                )
             )
-        )
+            await self._log_rows(conn, outbox_ids, "failed", error, now)
 
     async def mark_filtered(self, outbox_ids: Sequence[int], *, reason: str, now: datetime) -> None:
         """Claimed rows the subscription's filters leave out: never sent, kept as
         ``filtered`` so that the delivery log and ``/feed status`` can show them."""
         if not outbox_ids:
             return
-        await self.db.write_one(
-            update(outbox)
-            .where(outbox.c.id.in_(list(outbox_ids)))
-            .values(
-                state="filtered",
-                lease_until=None,
-                claimed_by=None,
-                last_error=reason[:MAX_ERROR_TEXT],
-                # not sent: "last post" must not count it; retention ages it by created_at
-                sent_at=None,
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(outbox_ids)))
+                .values(
+                    state="filtered",
+                    lease_until=None,
+                    claimed_by=None,
+                    last_error=reason[:MAX_ERROR_TEXT],
+                    # not sent: "last post" must not count it; retention ages it by created_at
+                    sent_at=None,
+                )
             )
-        )
+            await self._log_rows(conn, outbox_ids, "filtered", reason, now)
 
     async def claim_edits(
         self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select
 
-from bot.storage._common import StoreBase, items, outbox, sources
+from bot.storage._common import items, outbox, sources
+from bot.storage.deliverylog import DeliveryLogMixin
 
 # Each source's newest items kept (the staleness window).
 KEEP_NEWEST = 20
@@ -38,9 +39,10 @@ MAX_WINDOWS = 50
 class Pruned:
     items: int = 0
     deliveries: int = 0
+    log_rows: int = 0  # delivery log rows past each subscription's newest 50
 
 
-class RetentionMixin(StoreBase):
+class RetentionMixin(DeliveryLogMixin):
     """Pruning of old items and finished deliveries."""
 
     async def prune(self, *, now: datetime, max_age: timedelta, batch: int = PRUNE_BATCH) -> Pruned:
@@ -65,7 +67,8 @@ class RetentionMixin(StoreBase):
                 pruned_items += int(result.rowcount)
             if after == 0:
                 break
-        return Pruned(items=pruned_items, deliveries=deliveries)
+        log_rows = await self.prune_delivery_log()
+        return Pruned(items=pruned_items, deliveries=deliveries, log_rows=log_rows)
 
     async def _prune_deliveries(self, cutoff: datetime, batch: int) -> int:
         async with self.db.write() as conn:

@@ -24,7 +24,9 @@ from bot.storage._common import (
     sources,
     subscriptions,
 )
+from bot.storage.deliverylog import KEEP_PER_SUBSCRIPTION, LogEntry
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
+from bot.storage.notices import NoticesMixin, NoticeTarget
 from bot.storage.outbox import DeliveryJob, EditJob, OutboxEntry, OutboxMixin, SentMark
 from bot.storage.processes import ProcessesMixin, ProcessInfo, Reaped
 from bot.storage.retention import Pruned, RetentionMixin
@@ -32,6 +34,7 @@ from bot.storage.sources import DueSource, PollOutcome, SourcesMixin
 from bot.storage.subscriptions import ConfigFeed, SubscriptionsMixin
 
 __all__ = [
+    "KEEP_PER_SUBSCRIPTION",
     "MAX_ERROR_TEXT",
     "MAX_STORED_SUMMARY",
     "REMOVED_FROM_CONFIG",
@@ -41,6 +44,8 @@ __all__ = [
     "DueSource",
     "EditJob",
     "FeedMeta",
+    "LogEntry",
+    "NoticeTarget",
     "OutboxEntry",
     "PollOutcome",
     "PollRecord",
@@ -58,7 +63,13 @@ __all__ = [
 
 
 class Store(
-    SubscriptionsMixin, ItemsMixin, SourcesMixin, OutboxMixin, ProcessesMixin, RetentionMixin
+    SubscriptionsMixin,
+    ItemsMixin,
+    SourcesMixin,
+    OutboxMixin,
+    ProcessesMixin,
+    RetentionMixin,
+    NoticesMixin,
 ):
     """The storage API: every concern's queries over one :class:`~bot.storage.db.Database`.
 

@@ -19,6 +19,7 @@ from bot.storage._common import (
     sources,
     subscriptions,
 )
+from bot.storage.deliverylog import DeliveryLogMixin
 from bot.storage.items import FeedMeta, ItemsMixin
 from bot.storage.sources import SourcesMixin
 
@@ -33,7 +34,7 @@ class ConfigFeed:
     options: Mapping[str, object] = field(default_factory=dict)
 
 
-class SubscriptionsMixin(ItemsMixin, SourcesMixin):
+class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
     """Subscription queries; a new one gets its source (``_ensure_source``) and its
     backfill queued (``_queue_backfill``) in the same transaction."""
 
@@ -153,16 +154,21 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
             ]
             if not sub_ids:
                 return []
-            await conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id.in_(sub_ids), subscriptions.c.enabled.is_(True))
-                .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT], disabled_at=now)
-            )
+            newly = [
+                int(r[0])
+                for r in await conn.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id.in_(sub_ids), subscriptions.c.enabled.is_(True))
+                    .values(enabled=False, disabled_reason=reason[:MAX_ERROR_TEXT], disabled_at=now)
+                    .returning(subscriptions.c.id)
+                )
+            ]
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.subscription_id.in_(sub_ids), outbox.c.state == "sending")
                 .values(state="pending", lease_until=None)
             )
+            await self._log_subscriptions(conn, newly, "disabled", reason, now)
         return sub_ids
 
     async def learn_channel(self, subscription_id: int, channel_id: int) -> None:
@@ -413,15 +419,17 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin):
                 )
             ]
             if ids:
+                now = now or datetime.now(UTC)
                 await conn.execute(
                     update(subscriptions)
                     .where(subscriptions.c.id.in_(ids))
                     .values(
                         enabled=False,
                         disabled_reason=reason[:MAX_ERROR_TEXT],
-                        disabled_at=now or datetime.now(UTC),
+                        disabled_at=now,
                     )
                 )
+                await self._log_subscriptions(conn, ids, "disabled", reason, now)
         return ids
 
     async def channel_webhook_ids(self, channel_id: int) -> list[int]:

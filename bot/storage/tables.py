@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -73,6 +73,14 @@ class SubscriptionRow(SQLModel, table=True):
     backfill: int = Field(default=0)
     options: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
+    # Notices posted into the channel about the source (migration 0008): the last one
+    # saying it fails (at most one a day), whether a "working again" one is owed, and
+    # the one saying it turned stale (cleared when it is not any more).
+    failing_notice_at: datetime | None = Field(default=None)
+    failing_noticed: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    stale_notice_at: datetime | None = Field(default=None)
 
 
 class ItemRow(SQLModel, table=True):
@@ -151,3 +159,24 @@ class ProcessRow(SQLModel, table=True):
     heartbeat_at: datetime = Field(index=True)
     # holds the Discord gateway session (at most one live process at a time)
     gateway: bool = Field(default=False)
+
+
+class DeliveryLogRow(SQLModel, table=True):
+    """One delivery attempt of a subscription, kept to answer "why did this item not show
+    up?" (the newest 50 per subscription are kept; retention prunes the rest)."""
+
+    __tablename__ = "delivery_log"
+    __table_args__ = (Index("ix_delivery_log_subscription", "subscription_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="subscriptions.id", ondelete="CASCADE")
+    at: datetime
+    # sent, filtered, retried, failed, disabled, notice
+    outcome: str = Field(max_length=16)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    # what the item was (items are pruned; the log outlives them)
+    item_title: str | None = Field(default=None, sa_column=Column(Text))
+    item_link: str | None = Field(default=None, sa_column=Column(Text))
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # the channel or thread the message is in (a jump link needs it)
+    channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
