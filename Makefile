@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage bench-scale \
+.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage bench-scale constraints \
 	check status clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency to the versions the tests passed with; `make
+# constraints` refreshes it from a fresh environment (then run `make test`).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -41,8 +43,17 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	@touch $@
+
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet -e ".[dev,bench]"
+	{ echo "# The versions the tests passed with; refresh with make constraints, then make test."; \
+	  .venv-constraints/bin/python -m pip freeze --exclude-editable | grep -v '^feedhook'; } > constraints.txt
+	rm -rf .venv-constraints
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.poll $(if $(CORPUS),--corpus $(CORPUS))

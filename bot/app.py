@@ -20,6 +20,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import __version__
 from bot.config import Config, ConfigError
 from bot.delivery import Deliverer, DeliverySettings
+from bot.http import OpsServer, Readiness
+from bot.metrics import Metrics
 from bot.models import SendError
 from bot.net import Fetcher, NetSettings
 from bot.notices import NoticeKind, notice_body, notice_text
@@ -240,12 +242,23 @@ class App:
         self.store = Store(self.db)
         self.fetcher = Fetcher(net_settings(config))
         self.sources = source_resolver(config)
+        # This process's counters; /metrics shows them when http.listen is set.
+        self.metrics = Metrics(__version__)
         self.poller = Poller(
-            self.store, self.fetcher, poll_settings(config), clock=clock, sources=self.sources
+            self.store,
+            self.fetcher,
+            poll_settings(config),
+            clock=clock,
+            sources=self.sources,
+            metrics=self.metrics,
         )
-        self.deliverer = Deliverer(self.store, delivery_settings(config), clock=clock)
+        self.deliverer = Deliverer(
+            self.store, delivery_settings(config), clock=clock, metrics=self.metrics
+        )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.stale_watch = StaleWatch()
+        # The operator endpoints (bot.http), on http.listen (or `run --listen`).
+        self.http: OpsServer | None = None
         self.bot: FeedhookBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
         # PostgreSQL: the processes with the bot role take turns holding the gateway.
@@ -320,6 +333,23 @@ class App:
         if settle:
             settle_heap()
         self.scheduler.start()
+        if self.config.http.listen:
+            self.http = OpsServer(
+                self.config.http.listen,
+                metrics=self.metrics,
+                refresh=self.refresh_metrics,
+                alive=lambda: bool(self.scheduler.running),
+                readiness=self.readiness,
+            )
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self.http = None
+                raise DatabaseError(
+                    f"cannot listen on {self.config.http.listen} (http.listen): "
+                    f"{exc.strerror or exc}; pick a free port, or `run --listen HOST:PORT`"
+                ) from None
+            log.info("operator endpoints listening on http://%s", self.config.http.listen)
         if self.config.discord.token and "bot" in self.roles:
             if self.db.dialect == "postgresql":
                 self.gateway_lock = GatewayLock(self.config.database.url)
@@ -543,6 +573,37 @@ class App:
             return set()
         return self.stale_watch.update(health, times, self.clock())
 
+    async def refresh_metrics(self) -> None:
+        """The gauges /metrics reads from the database (and this process's gateway)."""
+        self.metrics.gateway_connected.set(1 if self._gateway_connected() else 0)
+        self.metrics.set_database_gauges(
+            outbox_pending=await self.store.outbox_pending(),
+            sources=await self.store.source_health_counts(self.stale_watch.stale),
+        )
+
+    def _gateway_connected(self) -> bool:
+        bot = self.bot
+        return bot is not None and bot.is_ready() and not bot.is_closed()
+
+    async def readiness(self) -> Readiness:
+        """Ready when the database answers and, for a process that should run the bot, the
+        gateway is connected here or held by another live process."""
+        missing: list[str] = []
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            missing.append(f"database: {type(exc).__name__}")
+        wants_bot = bool(self.config.discord.token) and "bot" in self.roles
+        if wants_bot and not self._gateway_connected():
+            held = False
+            if not missing and self.db.dialect == "postgresql":
+                held = await self.store.gateway_holder_alive(
+                    now=self.clock(), dead_after=timedelta(seconds=DEAD_AFTER_SECONDS)
+                )
+            if not held:
+                missing.append("gateway: not connected here and no other live process holds it")
+        return Readiness(ready=not missing, missing=tuple(missing))
+
     async def send_notices(self) -> int:
         """Post the notices owed (bot.notices): a source failing for longer than
         polling.notify_after (once a day while it fails), working again, turned stale.
@@ -637,6 +698,9 @@ class App:
         )
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         await self.fetcher.close()
         await self.deliverer.close()
         if self.process_id is not None:

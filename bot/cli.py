@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import sys
@@ -29,6 +30,7 @@ from bot.app import (
 )
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
+from bot.http import parse_listen
 from bot.logs import setup_logging
 from bot.models import Item, SourceHealth, SubscriptionState
 from bot.net import Fetcher, FetchError
@@ -55,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feedhook", description="Relay RSS, Atom and social feeds into Discord channels."
     )
-    parser.add_argument("--version", action="version", version=f"feedhook {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_PrintVersion,
+        nargs=0,
+        help="show feedhook's version and its main libraries' versions, then exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -77,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         help="what this process does: a comma-separated subset of poller, delivery, bot, "
         "or all (the default); several processes on one PostgreSQL database can split the work",
     )
+    run.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here (overrides http.listen and "
+        "FEEDHOOK_HTTP_LISTEN; several processes sharing one config need a port each)",
+    )
     check = with_config(sub.add_parser("check", help="fetch and parse one source; store nothing"))
     check.add_argument(
         "source",
@@ -93,7 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         help="render with the settings of the config's [[feeds]] entry N (0-based): its "
         "templates, filters and mentions",
     )
-    with_config(sub.add_parser("status", help="show each source's health"))
+    status = with_config(sub.add_parser("status", help="show each source's health"))
+    status.add_argument(
+        "--subscription",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="show that subscription's latest delivery attempts (the delivery log) instead",
+    )
     demo = sub.add_parser(
         "demo", help="watch items travel from a local feed to a local stand-in for Discord"
     )
@@ -111,6 +132,25 @@ class RoleChoice:
 
     roles: frozenset[str]
     named: frozenset[str]
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``, printed as lines (argparse's own action re-wraps the text)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    """feedhook's version and those of the libraries whose behaviour it depends on most."""
+    parts = [f"feedhook {__version__}"]
+    for name in ("discord.py", "aiohttp", "feedparser", "SQLAlchemy"):
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return "\n".join(parts)
 
 
 def parse_roles(text: str) -> RoleChoice:
@@ -159,6 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            if args.listen is not None:
+                try:
+                    parse_listen(args.listen)
+                except ValueError as exc:
+                    print(f"feedhook: --listen {args.listen}: {exc}", file=sys.stderr)
+                    return 2
+                config = config.model_copy(
+                    update={"http": config.http.model_copy(update={"listen": args.listen})}
+                )
             asyncio.run(App(config, roles=roles.roles).run_until_signalled())
         elif args.command == "check":
             source, shape = args.source, None
@@ -182,7 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "status":
             require_sqlite_file(config.database.url)
-            asyncio.run(print_status(config, out=sys.stdout))
+            if args.subscription is not None:
+                asyncio.run(print_delivery_log(config, args.subscription, out=sys.stdout))
+            else:
+                asyncio.run(print_status(config, out=sys.stdout))
         elif args.command == "db":
             asyncio.run(upgrade_database(config))
     except ConfigError as exc:  # found at start: forum tag names Discord does not know
@@ -383,21 +435,66 @@ def _subscription_line(sub: SubscriptionState, now: datetime) -> str:
     )
 
 
+async def _readable(db: Database) -> None:
+    """Refuse a database without feedhook's tables, or at another revision."""
+    revision = await db.current_revision()
+    if revision is None:
+        raise CommandError(
+            "the database has no feedhook tables yet; run `feedhook db upgrade` or `feedhook run`"
+        )
+    if revision != head_revision():
+        raise CommandError(
+            f"the database is at revision {revision}, this feedhook reads "
+            f"{head_revision()}; run `feedhook db upgrade` (or restart `feedhook run`, "
+            "which upgrades it)"
+        )
+
+
+async def print_delivery_log(config: Config, subscription_id: int, *, out: TextIO) -> None:
+    """``status --subscription ID``: the subscription's latest delivery attempts."""
+    db = Database(config.database.url)
+    try:
+        await _readable(db)
+        store = Store(db)
+        states = {s.id: s for s in await store.subscription_states()}
+        if subscription_id not in states:
+            known = ", ".join(str(i) for i in sorted(states)) or "none"
+            raise CommandError(
+                f"there is no subscription {subscription_id}; the subscriptions are: {known}"
+            )
+        entries = await store.delivery_log(subscription_id)
+        health = {h.source_id: h for h in await store.source_health()}
+    finally:
+        await db.dispose()
+    state = states[subscription_id]
+    source = health.get(state.source_id)
+    name = (source.title or source.url) if source else f"source {state.source_id}"
+    out.write(
+        f"subscription {subscription_id}: {name} -> webhook {state.webhook_id}"
+        f" ({'running' if state.active else 'stopped'})\n"
+    )
+    if not entries:
+        out.write("  no delivery attempts yet\n")
+        return
+    out.write(f"  the latest {len(entries)} delivery attempts, newest first:\n")
+    for entry in entries:
+        when = entry.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        shown = entry.item_title or entry.item_link
+        item = f" {shown}" if shown else ""
+        detail = ""
+        if entry.message_id is not None:
+            detail = f" message={entry.message_id}"
+            if entry.jump_url:
+                detail += f" {entry.jump_url}"
+        if entry.reason and entry.outcome != "sent":
+            detail += f": {entry.reason}"
+        out.write(f"  {when}  {entry.outcome:<8}{item}{detail}\n")
+
+
 async def print_status(config: Config, *, out: TextIO) -> None:
     db = Database(config.database.url)
     try:
-        revision = await db.current_revision()
-        if revision is None:
-            raise CommandError(
-                "the database has no feedhook tables yet; "
-                "run `feedhook db upgrade` or `feedhook run`"
-            )
-        if revision != head_revision():
-            raise CommandError(
-                f"the database is at revision {revision}, this feedhook reads "
-                f"{head_revision()}; run `feedhook db upgrade` (or restart `feedhook run`, "
-                "which upgrades it)"
-            )
+        await _readable(db)
         store = Store(db)
         health = await store.source_health()
         states = await store.subscription_states()

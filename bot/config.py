@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from bot.http import parse_listen
 from bot.models import WebhookTarget
 from bot.shaping import SettingError, Shape, parse_settings
 from bot.sources.forms import SourceFormError, SourceSettings, ensure_usable, parse_source
@@ -36,6 +37,7 @@ DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_OVERRIDES = {
     "FEEDHOOK_DISCORD_TOKEN": ("discord", "token"),
     "FEEDHOOK_DATABASE_URL": ("database", "url"),
+    "FEEDHOOK_HTTP_LISTEN": ("http", "listen"),
 }
 
 
@@ -138,6 +140,20 @@ class DeliveryConfig(_Section):
 
 
 MIN_RETENTION = 7 * 86400.0
+
+
+class HttpConfig(_Section):
+    # "HOST:PORT" of the operator endpoints (/metrics, /healthz, /readyz); "" = off.
+    # Several processes sharing one config need a port each: `run --listen`.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_listen(value)  # its ValueError says what is wrong
+        return value
 
 
 class RetentionConfig(_Section):
@@ -288,6 +304,7 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     retention: RetentionConfig = RetentionConfig()
+    http: HttpConfig = HttpConfig()
     sources: SourcesConfig = SourcesConfig()
     # After sources: its validator reads them.
     feeds: tuple[FeedEntry, ...] = ()

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from bot.metrics import Metrics
 from bot.models import FeedInfo, SendError, WebhookTarget
 from bot.render import Message
 from bot.shaping import Shape, edit_body, render_message, render_messages, shape_of
@@ -292,9 +293,11 @@ class Deliverer:
         clock: Clock = utcnow,
         limiter: RateLimiter | None = None,
         rng: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self._lease = timedelta(seconds=settings.lease)
         # This process's row in `processes` (see Poller.process_id).
         self.process_id: int | None = None
@@ -504,6 +507,7 @@ class Deliverer:
                 now=self.clock(),
             )
             self.stats.filtered_items += len(dropped)
+            self._count("filtered", len(dropped))
             for entry in dropped:
                 log.info(
                     "filtered url=%s link=%s subscription=%d",
@@ -630,6 +634,7 @@ class Deliverer:
                 )
             if result.kind == "rate_limited":
                 self.stats.rate_limited += 1
+                self._count("rate_limited", len(rows))
                 await self.store.log_attempts(
                     [r.id for r in rows],
                     outcome="retried",
@@ -657,6 +662,11 @@ class Deliverer:
                     )
                 self.stats.sent_messages += 1
                 self.stats.sent_items += len(rows)
+                self._count("sent", len(rows))
+                if self.metrics is not None:
+                    accepted = self.clock()
+                    # queued in the poll that first saw the item: its first sight
+                    self.metrics.delivered((accepted - r.created_at).total_seconds() for r in rows)
                 if (
                     result.channel_id
                     and job.channel_id is None
@@ -679,6 +689,7 @@ class Deliverer:
                 )
                 await self.store.mark_failed(ids, error=result.error, now=self.clock())
                 self.stats.failed_items += 1
+                self._count("failed", 1)
             elif result.kind in ("gone", "forbidden"):
                 await self._webhook_dead(job.target, result.error)
                 queue.appendleft((message, rows))
@@ -689,6 +700,11 @@ class Deliverer:
                 await self._retry_later(queue, result.error, maybe_sent=result.maybe_sent)
                 return False
         return True
+
+    def _count(self, outcome: str, items: int) -> None:
+        """feedhook_deliveries_total, counted in items (a batch of ten sent is ten)."""
+        if self.metrics is not None and items:
+            self.metrics.delivery(outcome, items)
 
     async def _webhook_dead(self, target: WebhookTarget, error: str) -> None:
         """Discord says the webhook is gone or refused: no more requests to it, and every
@@ -833,6 +849,7 @@ class Deliverer:
                 expired, error=f"gave up after {self.settings.max_age / 3600:g} h: {error}", now=now
             )
             self.stats.failed_items += len(expired)
+            self._count("failed", len(expired))
         retry = [r for r in rows if r.id not in set(expired)]
         if not retry:
             return
@@ -846,6 +863,7 @@ class Deliverer:
         ):
             await self.store.reschedule(ids, at=at, error=error, count_attempt=True, in_doubt=doubt)
         self.stats.retried += 1
+        self._count("retried", len(retry))
         log.warning("delivery will retry count=%d in=%.0fs error=%s", len(retry), delay, error)
 
     async def _post(

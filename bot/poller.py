@@ -12,11 +12,13 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol, TypeVar
+from typing import Final, Literal, Protocol, TypeVar
 
+from bot.metrics import Metrics
 from bot.models import Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import DocumentParser, ParsedEntry, ParsedFeed, ParseError, build_item
@@ -36,6 +38,16 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 T_MIN = datetime.min.replace(tzinfo=UTC)
+
+
+# PollResult.status -> the outcome label of feedhook_polls_total (a parsed change is
+# "changed" whether or not it brought new items).
+_METRIC_OUTCOMES: Final = {
+    "new": "changed",
+    "unchanged": "unchanged",
+    "not_modified": "not_modified",
+    "failed": "error",
+}
 
 
 def utcnow() -> datetime:
@@ -210,6 +222,8 @@ class PollResult:
     new_items: int = 0
     queued: int = 0
     error: str | None = None
+    # the document's bytes changed and were parsed (new items or not)
+    changed: bool = False
 
 
 def _first_poll_note(queued: int) -> str:
@@ -229,8 +243,10 @@ class Poller:
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
         sources: SourceResolver | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sources = sources or SourceResolver()
+        self.metrics = metrics
         self.store = store
         self.fetcher = fetcher
         self.settings = settings
@@ -336,6 +352,11 @@ class Poller:
         except Exception as exc:  # a bug must not kill the poller: log and back off
             log.exception("poll crashed url=%s source=%d", source.url, source.id)
             result = await self._failed(source, f"internal error: {type(exc).__name__}", None)
+        if self.metrics is not None:
+            self.metrics.poll(
+                _METRIC_OUTCOMES[result.status] if not result.changed else "changed",
+                new_items=result.new_items,
+            )
         if len(self._outcomes) >= self.settings.outcome_batch:
             await self.flush()
         return result
@@ -344,6 +365,7 @@ class Poller:
 
     async def poll_source(self, source: DueSource) -> PollResult:
         now = self.clock()
+        started = time.perf_counter()
         try:
             fetched = await fetch_source(
                 self.fetcher,
@@ -356,6 +378,9 @@ class Poller:
             return await self._failed(source, str(exc), exc.retry_after)
         except ParseError as exc:
             return await self._failed(source, str(exc), None)
+        finally:
+            if self.metrics is not None:
+                self.metrics.fetch_seconds.observe(time.perf_counter() - started)
         result = fetched.result
         if fetched.moved_to and await self.store.move_source(source.id, fetched.moved_to):
             log.info(
@@ -386,6 +411,7 @@ class Poller:
         # Only trust what this process remembers about a source it has seen
         # initialised: a first poll must look at (and store) every entry.
         previous = self._seen.get(source.id) if source.initialized else None
+        started = time.perf_counter()
         try:
             document, built = await in_cpu_thread(
                 _parse_for_poll,
@@ -398,6 +424,9 @@ class Poller:
             )
         except ParseError as exc:
             return await self._failed(source, str(exc), None)
+        finally:
+            if self.metrics is not None:
+                self.metrics.parse_seconds.observe(time.perf_counter() - started)
         if document.parsed is None:
             # The bytes changed but no entry did (a build date, say): nothing to parse.
             self._outcomes.append(outcome)
@@ -479,7 +508,9 @@ class Poller:
                 _first_poll_note(recorded.queued) if first_poll else "",
             )
         status: Literal["new", "unchanged"] = "new" if recorded.new_items else "unchanged"
-        return PollResult(source.id, source.url, status, recorded.new_items, recorded.queued)
+        return PollResult(
+            source.id, source.url, status, recorded.new_items, recorded.queued, changed=True
+        )
 
     async def _failed(self, source: DueSource, error: str, retry_after: float | None) -> PollResult:
         failures = source.consecutive_failures + 1

@@ -30,7 +30,7 @@ from bot.sources.feed import ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
 from bot.staleness import WINDOW, is_stale
-from bot.storage.store import FeedMeta, Store
+from bot.storage.store import FeedMeta, LogEntry, Store
 
 # The reason a server's subscriptions are disabled when the bot leaves it (status
 # advises inviting it back).
@@ -347,6 +347,13 @@ class FeedService:
         except SendError as exc:
             raise ServiceError(f"The test post failed: {exc}") from None
         return FeedTestResult(view, sent=True)
+
+    async def delivery_log(
+        self, guild_id: int, subscription: str, *, limit: int = 10
+    ) -> tuple[SubscriptionView, list[LogEntry]]:
+        """``/feed log``: the subscription's latest delivery attempts, newest first."""
+        view = await self.get(guild_id, subscription)
+        return view, await self.store.delivery_log(view.id, limit=limit)
 
     # -- message settings (/feed format, filter, mention, options) -------------------
 

@@ -230,6 +230,20 @@ class Feeds(commands.Cog):
     async def test(self, interaction: Interaction, subscription: str) -> None:
         await self._change(interaction, subscription, "test")
 
+    @feed.command(name="log", description="A feed's latest delivery attempts and what came of them")
+    @app_commands.describe(subscription="The subscription")
+    async def log(self, interaction: Interaction, subscription: str) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        try:
+            view, entries = await self.services.delivery_log(interaction.guild_id, subscription)
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        for page in replies.pages(replies.log_lines(view, entries)):
+            await _answer(interaction, page, allowed_mentions=discord.AllowedMentions.none())
+
     # -- message settings ----------------------------------------------------------
 
     @feed.command(name="format", description="Change how a feed's items look")
@@ -373,6 +387,7 @@ class Feeds(commands.Cog):
     @filter.autocomplete("subscription")
     @mention.autocomplete("subscription")
     @options.autocomplete("subscription")
+    @log.autocomplete("subscription")
     async def subscription_choices(
         self, interaction: Interaction, current: str
     ) -> list[app_commands.Choice[str]]:

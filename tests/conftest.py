@@ -175,3 +175,18 @@ async def relay(tmp_path: Path, feed_server: FeedServer) -> AsyncIterator[Callab
 
     async for start in relay_harness(tmp_path, feed_server):
         yield start
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    assert POSTGRES_URL is not None
+    name = f"feedhook_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_URL.split("?", 1)[0].rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -73,7 +73,9 @@ async def relay_harness(
     await fake.start()
     fake.add_guild(GUILD)
 
-    async def start(entries: dict[str, str]) -> Relay:
+    async def start(
+        entries: dict[str, str], *, config_extra: str = "", database_url: str | None = None
+    ) -> Relay:
         feed_server.docs["/news.xml"] = feed(ENTRIES)
         hooks, tables = {}, []
         for n, (name, extra) in enumerate(entries.items()):
@@ -89,10 +91,12 @@ async def relay_harness(
                 f'webhook = "https://discord.com/api/webhooks/{hook_id}/{token}"\n{lines}\n'
             )
         config = tmp_path / "config.toml"
+        url = database_url or f"sqlite:///{tmp_path / 'relay.db'}"
         config.write_text(
             f'[discord]\napi_base = "{fake.api_base}"\n'
-            f'[database]\nurl = "sqlite:///{tmp_path / "relay.db"}"\n'
-            '[polling]\nallow_private_addresses = true\ninterval = "1h"\n\n' + "\n".join(tables),
+            f'[database]\nurl = "{url}"\n'
+            '[polling]\nallow_private_addresses = true\ninterval = "1h"\n'
+            f"{config_extra}\n\n" + "\n".join(tables),
             encoding="utf-8",
         )
         clock = Clock()

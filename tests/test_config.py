@@ -303,7 +303,7 @@ def test_example_config_is_valid_and_lists_every_key(tmp_path: Path) -> None:
     example = ROOT / "config.example.toml"
     config = load_config(example, environ={})
     data = tomllib.loads(example.read_text(encoding="utf-8"))
-    for section in ("discord", "database", "polling", "delivery", "logging"):
+    for section in ("discord", "database", "polling", "delivery", "logging", "retention", "http"):
         model = getattr(Config(), section)
         assert set(data[section]) == set(type(model).model_fields), section
     assert set(data["sources"]) == set(type(config.sources).model_fields)

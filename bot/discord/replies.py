@@ -8,6 +8,7 @@ from bot.models import SubscriptionView
 from bot.services import GuildStatus, SettingsResult
 from bot.shaping import shape_of
 from bot.staleness import stale_advice
+from bot.storage.store import LogEntry
 
 PAGE_LIMIT = 1900
 
@@ -106,3 +107,40 @@ def status_lines(status: GuildStatus) -> list[str]:
         lines.append("**Disabled**")
         lines += [describe(v) for v in status.disabled]
     return lines
+
+
+_OUTCOME_MARKS = {
+    "sent": "✅ sent",
+    "filtered": "🚫 filtered out",
+    "retried": "🔁 retried",
+    "failed": "❌ failed",
+    "disabled": "⛔ disabled",
+    "notice": "📣 notice posted",
+}
+
+
+def log_line(entry: LogEntry) -> str:
+    """One delivery attempt: when, what came of it, which item, and why or where."""
+    mark = _OUTCOME_MARKS.get(entry.outcome, entry.outcome)
+    item = ""
+    if entry.item_title or entry.item_link:
+        title = (entry.item_title or entry.item_link or "").replace("]", ")")[:120]
+        item = f" [{title}](<{entry.item_link}>)" if entry.item_link else f" {title}"
+    line = f"{when(entry.at)} {mark}{item}"
+    if (entry.outcome == "sent" and entry.jump_url) or (
+        entry.outcome == "notice" and entry.jump_url
+    ):
+        line += f" → {entry.jump_url}"
+    if entry.reason and entry.outcome != "sent":
+        line += f": {entry.reason[:200]}"
+    return line
+
+
+def log_lines(view: SubscriptionView, entries: list[LogEntry]) -> list[str]:
+    if not entries:
+        return [f"**{view.label}** in {where(view)} has no delivery attempts yet."]
+    return [
+        f"The latest {len(entries)} delivery attempts of **{view.label}** in {where(view)}, "
+        "newest first:",
+        *(log_line(e) for e in entries),
+    ]

@@ -25,6 +25,7 @@ from bot.storage._common import (
     subscriptions,
 )
 from bot.storage.deliverylog import KEEP_PER_SUBSCRIPTION, LogEntry
+from bot.storage.health import HealthMixin
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
 from bot.storage.notices import NoticesMixin, NoticeTarget
 from bot.storage.outbox import DeliveryJob, EditJob, OutboxEntry, OutboxMixin, SentMark
@@ -70,6 +71,7 @@ class Store(
     ProcessesMixin,
     RetentionMixin,
     NoticesMixin,
+    HealthMixin,
 ):
     """The storage API: every concern's queries over one :class:`~bot.storage.db.Database`.
 
