@@ -18,6 +18,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
 from bot import __version__
 from bot.app import (
     DEAD_AFTER_SECONDS,
@@ -34,9 +43,11 @@ from bot.http import parse_listen
 from bot.logs import setup_logging
 from bot.models import Item, SourceHealth, SubscriptionState
 from bot.net import Fetcher, FetchError
+from bot.opml import OpmlError, parse_opml, write_opml
+from bot.opml_io import ImportResult, export_entries, import_outlines, unique_outlines
 from bot.poller import build_items, link_counts
 from bot.render import render_item, webhook_username
-from bot.services import BOT_REMOVED
+from bot.services import BOT_REMOVED, FeedService, ServiceSettings
 from bot.shaping import Shape, render_message
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
@@ -45,6 +56,7 @@ from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.filelock import running_relay, sqlite_path
 from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, Store
+from bot.webhooks import WebhookURLError, parse_webhook_url
 
 log = logging.getLogger("feedhook")
 
@@ -114,6 +126,20 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ID",
         help="show that subscription's latest delivery attempts (the delivery log) instead",
+    )
+    importer = with_config(
+        sub.add_parser("import", help="subscribe a webhook to every feed of an OPML file")
+    )
+    importer.add_argument("file", metavar="FILE.opml", help="an OPML file a feed reader exported")
+    importer.add_argument(
+        "--webhook", required=True, metavar="URL", help="the Discord webhook to post them to"
+    )
+    importer.add_argument("--dry-run", action="store_true", help="check every feed, store nothing")
+    exporter = with_config(
+        sub.add_parser("export", help="write the subscriptions as OPML 2.0 to stdout")
+    )
+    exporter.add_argument(
+        "--guild", type=int, default=None, metavar="ID", help="only this server's subscriptions"
     )
     demo = sub.add_parser(
         "demo", help="watch items travel from a local feed to a local stand-in for Discord"
@@ -237,6 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(print_status(config, out=sys.stdout))
         elif args.command == "db":
             asyncio.run(upgrade_database(config))
+        elif args.command == "import":
+            try:
+                data = Path(args.file).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+            return asyncio.run(
+                import_opml(config, args.file, data, args.webhook, dry_run=args.dry_run)
+            )
+        elif args.command == "export":
+            asyncio.run(export_opml(config, guild_id=args.guild, out=sys.stdout))
     except ConfigError as exc:  # found at start: forum tag names Discord does not know
         print(f"feedhook: config error in {args.config or 'config.toml'}: {exc}", file=sys.stderr)
         return 2
@@ -329,6 +365,83 @@ def _print_embed(item: Item, embed: dict[str, Any], out: TextIO) -> None:
         out.write(f"  — {embed['footer']['text']}\n")
 
 
+# -- OPML ------------------------------------------------------------------------
+
+
+async def import_opml(
+    config: Config, path: str, data: bytes, webhook: str, *, dry_run: bool
+) -> int:
+    """``feedhook import``: 0 when every outline was added or already there, 1 when some
+    failed (the others are kept). A progress bar on a terminal; the summary on stdout."""
+    try:
+        target = parse_webhook_url(webhook)
+    except WebhookURLError as exc:
+        raise CommandError(f"--webhook: {exc}") from None
+    try:
+        outlines = parse_opml(data)
+    except OpmlError as exc:
+        raise CommandError(f"{path}: {exc}; nothing was added") from None
+    feeds = unique_outlines(outlines)
+    if not feeds:
+        print(f"{path} lists no feeds; nothing to import")
+        return 0
+    db = Database(config.database.url)
+    try:
+        await db.upgrade()  # as `run` does: the database is made when it does not exist
+        store = Store(db)
+        async with Fetcher(net_settings(config)) as fetcher:
+            service = FeedService(
+                store,
+                fetcher,
+                ServiceSettings(
+                    max_subscriptions_per_guild=config.discord.max_subscriptions_per_guild,
+                    min_interval=config.polling.min_interval,
+                ),
+                sources=source_resolver(config),
+            )
+            console = Console(stderr=True)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            ) as progress:
+                task = progress.add_task("checking feeds", total=len(feeds))
+
+                def advance(result: ImportResult) -> None:
+                    progress.update(
+                        task, advance=1, description=f"{result.status}: {result.url}"[:60]
+                    )
+
+                summary = await import_outlines(
+                    service,
+                    feeds,
+                    target=target,
+                    guild_id=None,
+                    channel_id=None,
+                    dry_run=dry_run,
+                    progress=advance,
+                )
+    finally:
+        await db.dispose()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
+
+
+async def export_opml(config: Config, *, guild_id: int | None, out: TextIO) -> None:
+    """``feedhook export``: OPML 2.0 on ``out``, a folder per channel (or webhook)."""
+    db = Database(config.database.url)
+    try:
+        await db.upgrade()
+        entries = await export_entries(Store(db), guild_id=guild_id)
+    finally:
+        await db.dispose()
+    out.write(write_opml(entries, created=datetime.now(UTC)))
+
+
 # -- status ----------------------------------------------------------------------
 
 
@@ -412,6 +525,10 @@ def _subscription_advice(sub: SubscriptionState) -> str:
             "put a working webhook URL in its [[feeds]] entry of the config file and "
             "restart feedhook"
         )
+    if sub.origin == "import":
+        return (
+            "import its feeds again to a working webhook: feedhook import FILE.opml --webhook URL"
+        )
     return "remove it with /feed remove and add it again with /feed add in Discord"
 
 
@@ -419,6 +536,8 @@ def _subscription_line(sub: SubscriptionState, now: datetime) -> str:
     thread = f", thread {sub.thread_id}" if sub.thread_id else ""
     if sub.origin == "config":
         where = f"webhook {sub.webhook_id}{thread}, from the config file"
+    elif sub.origin == "import":
+        where = f"webhook {sub.webhook_id}{thread}, from feedhook import"
     elif sub.channel_id is not None:
         where = f"channel {sub.channel_id}{thread} in server {sub.guild_id}, from /feed"
     else:

@@ -140,7 +140,7 @@ class SubscriptionState:
 
     id: int
     source_id: int
-    origin: str  # "config" ([[feeds]]) or "discord" (/feed add)
+    origin: str  # "config" ([[feeds]]), "discord" (/feed add, /feed import) or "import" (CLI)
     webhook_id: int
     thread_id: int | None
     guild_id: int | None

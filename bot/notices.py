@@ -29,6 +29,11 @@ def _what_to_do(notice: NoticeTarget) -> str:
             "If the feed moved or is gone, fix or remove its [[feeds]] entry in feedhook's "
             "config file; feedhook keeps trying in the meantime."
         )
+    if notice.origin == "import":
+        return (
+            "If the feed moved, feedhook's operator can import the new address "
+            "(`feedhook import`); feedhook keeps trying in the meantime."
+        )
     return (
         "If the feed moved or is gone, `/feed remove` this subscription and `/feed add` the "
         "new address; feedhook keeps trying in the meantime."

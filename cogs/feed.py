@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -10,6 +11,9 @@ from discord.ext import commands
 
 from bot.discord import replies
 from bot.discord.webhooks import PostTarget, ensure_webhook
+from bot.opml import MAX_BYTES as MAX_OPML_BYTES
+from bot.opml import OpmlError, parse_opml, write_opml
+from bot.opml_io import export_entries, import_outlines
 from bot.services import ServiceError, SettingsResult, resolve_forum_tags
 
 if TYPE_CHECKING:
@@ -243,6 +247,75 @@ class Feeds(commands.Cog):
             return
         for page in replies.pages(replies.log_lines(view, entries)):
             await _answer(interaction, page, allowed_mentions=discord.AllowedMentions.none())
+
+    @feed.command(name="import", description="Add every feed of an OPML file (from a feed reader)")
+    @app_commands.describe(
+        file="An OPML file your feed reader exported",
+        channel="Where to post (default: this channel)",
+    )
+    async def import_(
+        self,
+        interaction: Interaction,
+        file: discord.Attachment,
+        channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None,
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        assert self.bot.user is not None
+        target_channel = channel or interaction.channel
+        if not isinstance(target_channel, PostTarget):
+            await _answer(interaction, "Pick a text, announcement, forum or thread channel.")
+            return
+        if file.size > MAX_OPML_BYTES:
+            await _answer(interaction, "That file is larger than 5 MB; no OPML list is that long.")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            outlines = parse_opml(await file.read())
+        except OpmlError as exc:
+            await _answer(interaction, f"{file.filename}: {exc}. Nothing was added.")
+            return
+        except discord.HTTPException:
+            await _answer(interaction, "Discord did not give me the file; try again.")
+            return
+        try:
+            target = await ensure_webhook(target_channel, self.bot.user.id)
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        forum = isinstance(target_channel, discord.ForumChannel)
+        summary = await import_outlines(
+            self.services,
+            outlines,
+            target=target,
+            guild_id=interaction.guild_id,
+            channel_id=target_channel.id,
+            options={"style": "embed", "batch": not forum, "forum": forum},
+        )
+        lines = [f"Imported {file.filename} into {target_channel.mention}:", *summary.lines()]
+        for page in replies.pages(lines):
+            await _answer(interaction, page)
+
+    @feed.command(name="export", description="This server's feeds as an OPML file")
+    async def export(self, interaction: Interaction) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild is not None
+        names = {c.id: f"#{c.name}" for c in interaction.guild.channels}
+        names.update({t.id: f"#{t.name}" for t in interaction.guild.threads})
+        entries = await export_entries(
+            self.services.store, guild_id=interaction.guild.id, channel_names=names
+        )
+        if not entries:
+            await _answer(interaction, "No feed subscriptions to export yet.")
+            return
+        data = write_opml(entries, title=f"{interaction.guild.name} feeds").encode()
+        await _answer(
+            interaction,
+            f"{len(entries)} feeds, in a file any feed reader imports:",
+            file=discord.File(io.BytesIO(data), filename="feeds.opml"),
+        )
 
     # -- message settings ----------------------------------------------------------
 

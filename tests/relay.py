@@ -100,7 +100,8 @@ async def relay_harness(
             encoding="utf-8",
         )
         clock = Clock()
-        app = App(load_config(config, environ={}), clock=clock)
+        # no roles: no poll or delivery tick of its own races the test's (it drives them)
+        app = App(load_config(config, environ={}), clock=clock, roles=())
         apps.append(app)
         await app.start()
         app.scheduler.pause()

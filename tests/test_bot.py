@@ -169,7 +169,7 @@ async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) 
     names = {option["name"] for option in feed["options"]}
     assert names == {
         *("add", "list", "remove", "pause", "resume", "test", "preview", "status"),
-        *("format", "filter", "mention", "options"),
+        *("format", "filter", "mention", "options", "log", "import", "export"),
     }
 
 

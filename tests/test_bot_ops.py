@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FeedServer
-from tests.test_bot import GUILD, NEWS, World, running_world
+from tests.test_bot import ADMIN, GUILD, NEWS, World, running_world
 from tests.test_bot_shaping import next_post, subscribe
 
 
@@ -56,3 +56,38 @@ async def test_log_shows_the_latest_attempts_with_jump_links(world: World) -> No
     assert "502" in fifth_retried
     assert "🚫 filtered out [Sponsored: boats]" in filtered
     assert f"https://discord.com/channels/{GUILD}/{NEWS}/{posted.id}" in third
+
+
+async def test_import_and_export_through_discord(world: World) -> None:
+    from tests.test_bot_shaping import news
+
+    for n in range(4):
+        world.feeds.docs[f"/f{n}.xml"] = news([(f"x{n}", f"Story {n}")])
+    opml = (
+        '<?xml version="1.0"?><opml version="1.0"><head><title>Mine</title></head><body>'
+        '<outline text="Tech">'
+        + "".join(
+            f'<outline type="rss" text="F{n}" xmlUrl="{world.feeds.url(f"/f{n}.xml")}"/>'
+            for n in range(4)
+        )
+        + f'<outline type="rss" text="Gone" xmlUrl="{world.feeds.url("/gone.xml")}"/>'
+        "</outline></body></opml>"
+    ).encode()
+    text = await world.run("import", file=("mine.opml", opml))
+    lines = text.splitlines()
+    assert lines[0] == f"Imported mine.opml into <#{NEWS}>:"
+    assert lines[1] == "added 4, already there 0, failed 1"
+    assert "/gone.xml: The source could not be fetched: HTTP 404" in lines[2]
+    again = await world.run("import", file=("mine.opml", opml))
+    assert "added 0, already there 4, failed 1" in again
+    bad = await world.run("import", file=("notes.txt", b"just text"))
+    assert bad.startswith("notes.txt: not")
+    assert bad.endswith("Nothing was added.")
+
+    interaction = await world.fake.invoke(GUILD, NEWS, ADMIN, "feed", "export", {})
+    message = await interaction.wait_for_response(within=10)
+    assert message.content == "4 feeds, in a file any feed reader imports:"
+    exported = message.files["feeds.opml"]
+    assert b'<outline text="#news" title="#news">' in exported
+    assert exported.count(b"xmlUrl=") == 4
+    assert b"webhooks" not in exported

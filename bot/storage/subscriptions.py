@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from bot.models import SubscriptionState, SubscriptionView, WebhookTarget
 from bot.storage._common import (
@@ -273,16 +273,25 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
         self,
         *,
         source_url: str,
-        guild_id: int,
-        channel_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
         target: WebhookTarget,
         backfill: int,
         options: Mapping[str, object],
         min_interval: float,
         now: datetime,
         meta: FeedMeta | None = None,
+        origin: str = "discord",
     ) -> int | None:
-        """A subscription made from Discord; None when this channel already has the source."""
+        """A subscription made from Discord (origin "discord", with its server and channel)
+        or imported from an OPML file without one (origin "import", ``guild_id`` and
+        ``channel_id`` None: a bare webhook). None when the target already has the source:
+        the same webhook and thread, or (with a channel) the same channel and thread.
+
+        Never origin "config": the config sync owns those rows (and disables the ones its
+        file does not list)."""
+        if origin == "config":
+            raise ValueError("config subscriptions are made by sync_config_feeds")
         async with self.db.write() as conn:
             source_id = await self._ensure_source(conn, source_url, now)
             if meta is not None:
@@ -301,10 +310,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
             duplicate = (
                 await conn.execute(
                     select(subscriptions.c.id).where(
-                        subscriptions.c.source_id == source_id,
-                        subscriptions.c.guild_id == guild_id,
-                        subscriptions.c.channel_id == channel_id,
-                        subscriptions.c.thread_id == thread,
+                        *_same_target(source_id, target, guild_id, channel_id)
                     )
                 )
             ).first()
@@ -331,7 +337,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
                     thread_id=thread,
                     guild_id=guild_id,
                     channel_id=channel_id,
-                    origin="discord",
+                    origin=origin,
                     enabled=True,
                     paused=False,
                     backfill=backfill,
@@ -355,6 +361,55 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
                 .values(next_poll_at=now)
             )
         return int(sub_id)
+
+    async def existing_subscription(
+        self,
+        source_url: str,
+        *,
+        target: WebhookTarget,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+    ) -> SubscriptionState | None:
+        """The subscription that makes ``create_subscription`` of these arguments return
+        None (the same webhook and thread, or the same channel and thread), if any;
+        enabled or not. Reads only: a dry run asks this."""
+        async with self.db.read() as conn:
+            source_id = (
+                await conn.execute(select(sources.c.id).where(sources.c.url == source_url))
+            ).scalar_one_or_none()
+            if source_id is None:
+                return None
+            row = (
+                await conn.execute(
+                    _SUBSCRIPTION_STATES.where(
+                        *_same_target(int(source_id), target, guild_id, channel_id)
+                    ).limit(1)
+                )
+            ).first()
+        return None if row is None else _subscription_state(row)
+
+    async def export_rows(
+        self, guild_id: int | None = None
+    ) -> list[tuple[int | None, int | None, int, str, str | None, str | None]]:
+        """(channel_id, thread_id, webhook_id, source url, source title, site link) of every
+        enabled subscription (paused ones too) of ``guild_id``, or of all when None, in
+        the order they were made. Never the webhook token."""
+        stmt = _EXPORT_ROWS
+        if guild_id is not None:
+            stmt = stmt.where(subscriptions.c.guild_id == guild_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            (
+                None if r[0] is None else int(r[0]),
+                int(r[1]) or None,
+                int(r[2]),
+                str(r[3]),
+                r[4],
+                r[5],
+            )
+            for r in rows
+        ]
 
     async def guild_subscription(
         self, guild_id: int, subscription_id: int
@@ -465,23 +520,40 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
         """Every subscription: where it posts, whether it runs and since when."""
         async with self.db.read() as conn:
             rows = (await conn.execute(_SUBSCRIPTION_STATES)).all()
-        return [
-            SubscriptionState(
-                id=int(r[0]),
-                source_id=int(r[1]),
-                origin=str(r[2]),
-                webhook_id=int(r[3]),
-                thread_id=int(r[4]) or None,
-                guild_id=r[5],
-                channel_id=r[6],
-                enabled=bool(r[7]),
-                paused=bool(r[8]),
-                disabled_reason=r[9],
-                disabled_at=r[10],
-                paused_at=r[11],
-            )
-            for r in rows
-        ]
+        return [_subscription_state(r) for r in rows]
+
+
+def _subscription_state(r: Any) -> SubscriptionState:
+    return SubscriptionState(
+        id=int(r[0]),
+        source_id=int(r[1]),
+        origin=str(r[2]),
+        webhook_id=int(r[3]),
+        thread_id=int(r[4]) or None,
+        guild_id=r[5],
+        channel_id=r[6],
+        enabled=bool(r[7]),
+        paused=bool(r[8]),
+        disabled_reason=r[9],
+        disabled_at=r[10],
+        paused_at=r[11],
+    )
+
+
+def _same_target(
+    source_id: int, target: WebhookTarget, guild_id: int | None, channel_id: int | None
+) -> tuple[Any, ...]:
+    """Conditions matching a subscription of ``source_id`` that already posts where a new
+    one would: the same webhook and thread (``uq_subscription_target``), or, for one made
+    in a channel, the same server, channel and thread (a new webhook in that channel)."""
+    thread = target.thread_id or 0
+    same = subscriptions.c.webhook_id == target.webhook_id
+    if guild_id is not None and channel_id is not None:
+        same = or_(
+            same,
+            and_(subscriptions.c.guild_id == guild_id, subscriptions.c.channel_id == channel_id),
+        )
+    return (subscriptions.c.source_id == source_id, subscriptions.c.thread_id == thread, same)
 
 
 # -- statements built once (why: see _common.py) ---------------------------------------
@@ -511,3 +583,17 @@ _SUBSCRIPTION_STATES = select(
     subscriptions.c.disabled_at,
     subscriptions.c.paused_at,
 ).order_by(subscriptions.c.source_id, subscriptions.c.id)
+
+_EXPORT_ROWS = (
+    select(
+        subscriptions.c.channel_id,
+        subscriptions.c.thread_id,
+        subscriptions.c.webhook_id,
+        sources.c.url,
+        sources.c.title,
+        sources.c.site_link,
+    )
+    .join(sources, sources.c.id == subscriptions.c.source_id)
+    .where(subscriptions.c.enabled.is_(True))
+    .order_by(subscriptions.c.id)
+)

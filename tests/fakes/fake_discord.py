@@ -600,6 +600,8 @@ class InteractionMessage:
     deleted: bool = False
     body: dict[str, Any] = field(default_factory=dict)
     """The last request body that set this message."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files uploaded with it, by filename."""
 
     @property
     def ephemeral(self) -> bool:
@@ -967,6 +969,8 @@ class FakeDiscord:
         self.interaction_token_lifetime = 900.0
         """Seconds the interaction token works for followups and edits."""
         self.attachment_size_limit = 10 * 1024 * 1024
+        self.uploads: dict[int, bytes] = {}
+        """Files users attached to commands (attachment options), by attachment id."""
         self.max_webhooks_per_channel = 15
         self.allow_webhook_delete_with_token = False
         """``DELETE /webhooks/{id}/{token}`` answers 405 unless this is True (kept for
@@ -2181,6 +2185,32 @@ class FakeDiscord:
                 del member["user"]
                 resolved.setdefault("members", {})[str(snowflake)] = member
             return str(snowflake)
+        elif kind == 11:
+            # An attachment the user picked: (filename, bytes). Discord uploads it to its
+            # CDN and sends its id, resolved with a URL the bot downloads it from.
+            if not (
+                isinstance(value, tuple)
+                and len(value) == 2
+                and isinstance(value[0], str)
+                and isinstance(value[1], bytes)
+            ):
+                raise fail(f"expected (filename, bytes), got {value!r}")
+            filename, data = value
+            if len(data) > self.attachment_size_limit:
+                raise fail(f"{len(data)} bytes is over the upload limit")
+            attachment_id = self.next_snowflake()
+            self.uploads[attachment_id] = data
+            url = f"{self.base_url}/cdn/attachments/{attachment_id}/{filename}"
+            resolved.setdefault("attachments", {})[str(attachment_id)] = {
+                "id": str(attachment_id),
+                "filename": filename,
+                "size": len(data),
+                "url": url,
+                "proxy_url": url,
+                "content_type": "text/x-opml; charset=utf-8",
+                "ephemeral": True,
+            }
+            return str(attachment_id)
         else:
             raise NotImplementedError(f"option type {kind} is not supported by the fake")
         choices = definition.get("choices")
@@ -2324,6 +2354,7 @@ class FakeDiscord:
         r.add_delete(api + r"/webhooks/{webhook_id:\d+}/{token}", self._delete_webhook_with_token)
         r.add_get(api + r"/channels/{channel_id:\d+}/messages", self._channel_messages)
 
+        r.add_get(r"/cdn/attachments/{attachment_id:\d+}/{filename}", self._get_upload)
         r.add_get(GATEWAY_PATH, self._gateway)
         r.add_get(api + "/gateway", self._get_gateway)
         r.add_get(api + "/gateway/bot", self._get_gateway_bot)
@@ -2665,6 +2696,13 @@ class FakeDiscord:
         ):
             return _error(401, 0, "401: Unauthorized")
         return None
+
+    async def _get_upload(self, request: web.Request) -> web.Response:
+        """The CDN: an attachment's bytes (no auth, as Discord's signed CDN URLs need none)."""
+        data = self.uploads.get(int(request.match_info["attachment_id"]))
+        if data is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _get_me(self, request: web.Request) -> web.Response:
         return self._bot_auth(request) or _json_response(self._bot_user_private(), 200)
@@ -3055,6 +3093,7 @@ class FakeDiscord:
                 flags=flags & INTERACTION_SETTABLE_FLAGS,
                 created_at=self.wall_clock(),
                 body=data,
+                files=dict(request.get(_FILE_BYTES, {})),
             )
         elif callback_type == 5:
             message = InteractionMessage(
@@ -3142,6 +3181,7 @@ class FakeDiscord:
         message.embeds = [dict(e) for e in body.get("embeds") or []]
         message.components = list(body.get("components") or [])
         message.body = body
+        message.files = dict(request.get(_FILE_BYTES, {}))
         if wait:
             response = _json_response(self._interaction_message_json(interaction, message), 200)
         else:
@@ -3634,6 +3674,10 @@ class _InvalidJSON(Exception):
     pass
 
 
+# Uploaded files' contents, by filename, kept on the request for the handler.
+_FILE_BYTES: web.RequestKey[dict[str, bytes]] = web.RequestKey("file_bytes", dict)
+
+
 async def _read_body(request: web.Request) -> tuple[Any, list[tuple[str, int, str]]]:
     """The payload and any files as ``(filename, size, content_type)``.
 
@@ -3655,6 +3699,7 @@ async def _read_body(request: web.Request) -> tuple[Any, list[tuple[str, int, st
             data = await part.read()
             if part.filename:
                 files.append((part.filename, len(data), part.headers.get("Content-Type", "")))
+                request.setdefault(_FILE_BYTES, {})[part.filename] = bytes(data)
             elif part.name == "payload_json":
                 payload = _loads(data)
             elif part.name:
