@@ -582,8 +582,7 @@ class App:
         )
 
     def _gateway_connected(self) -> bool:
-        bot = self.bot
-        return bot is not None and bot.is_ready() and not bot.is_closed()
+        return self.bot is not None and self.bot.gateway_open()
 
     async def readiness(self) -> Readiness:
         """Ready when the database answers and, for a process that should run the bot, the

@@ -71,6 +71,7 @@ async def running_world(
     *,
     sources: dict[str, Any] | None = None,
     max_subscriptions: int = 3,
+    http_listen: str = "",
 ) -> AsyncIterator[World]:
     # The bot points discord.py at the fake (class attributes): put them back afterwards.
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
@@ -107,6 +108,7 @@ async def running_world(
                     "timeout": 5,
                 },
                 "logging": {"level": "DEBUG"},
+                "http": {"listen": http_listen},
                 **({"sources": sources} if sources else {}),
             }
         )

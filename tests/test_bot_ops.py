@@ -7,7 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import FeedServer
 from tests.test_bot import ADMIN, GUILD, NEWS, World, running_world
@@ -91,3 +93,46 @@ async def test_import_and_export_through_discord(world: World) -> None:
     assert b'<outline text="#news" title="#news">' in exported
     assert exported.count(b"xmlUrl=") == 4
     assert b"webhooks" not in exported
+
+
+async def test_readiness_follows_the_gateway(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_world(
+        tmp_path, feed_server, monkeypatch, http_listen="127.0.0.1:0"
+    ) as world:
+        assert world.app.http is not None
+        base = f"http://127.0.0.1:{world.app.http.port}"
+
+        async def probe() -> tuple[int, dict[str, object], float]:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{base}/readyz") as resp:
+                    ready = resp.status, await resp.json()
+                async with session.get(f"{base}/metrics") as resp:
+                    text = await resp.text()
+            (family,) = [
+                f
+                for f in text_string_to_metric_families(text)
+                if f.name == "feedhook_gateway_connected"
+            ]
+            return ready[0], ready[1], family.samples[0].value
+
+        assert await probe() == (200, {"status": "ready"}, 1.0)
+        await world.fake.gateway_outage()
+        for _ in range(100):
+            status, body, connected = await probe()
+            if status == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 503
+        assert body == {
+            "status": "not ready",
+            "missing": ["gateway: not connected here and no other live process holds it"],
+        }
+        assert connected == 0
+        await world.fake.gateway_outage(down=False)
+        for _ in range(300):  # discord.py reconnects with a backoff of its own
+            if (await probe())[0] == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert await probe() == (200, {"status": "ready"}, 1.0)

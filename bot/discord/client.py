@@ -81,6 +81,11 @@ class FeedhookBot(commands.Bot):
                 f"cannot reach Discord to log in ({exc}); is the network up?", refused=False
             ) from None
 
+    def gateway_open(self) -> bool:
+        """Connected to the gateway now (``is_ready`` stays true through a reconnect)."""
+        ws = self.ws
+        return self.is_ready() and not self.is_closed() and ws is not None and ws.open
+
     async def setup_hook(self) -> None:
         for name in extension_names():
             await self.load_extension(name)

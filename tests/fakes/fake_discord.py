@@ -969,6 +969,8 @@ class FakeDiscord:
         self.interaction_token_lifetime = 900.0
         """Seconds the interaction token works for followups and edits."""
         self.attachment_size_limit = 10 * 1024 * 1024
+        self.gateway_down = False
+        """``gateway_outage``: gateway connections are refused."""
         self.uploads: dict[int, bytes] = {}
         """Files users attached to commands (attachment options), by attachment id."""
         self.max_webhooks_per_channel = 15
@@ -2468,8 +2470,15 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ gateway
 
+    async def gateway_outage(self, down: bool = True) -> None:
+        """Drop every gateway connection and refuse new ones (503) while ``down``: a
+        network cut between the bot and Discord, as its clients see it."""
+        self.gateway_down = down
+        if down:
+            await asyncio.gather(*(c.close(1001) for c in list(self._connections)))
+
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
-        if self._closing.is_set():
+        if self._closing.is_set() or self.gateway_down:
             return _error(503, 0, "503: Service Unavailable")
         ws = web.WebSocketResponse(timeout=1.0, compress=False)
         if not ws.can_prepare(request).ok:
