@@ -349,7 +349,6 @@ class App:
                     f"cannot listen on {self.config.http.listen} (http.listen): "
                     f"{exc.strerror or exc}; pick a free port, or `run --listen HOST:PORT`"
                 ) from None
-            log.info("operator endpoints listening on http://%s", self.config.http.listen)
         if self.config.discord.token and "bot" in self.roles:
             if self.db.dialect == "postgresql":
                 self.gateway_lock = GatewayLock(self.config.database.url)
