@@ -38,6 +38,18 @@ async def _answer(interaction: Interaction, text: str, **kwargs: Any) -> None:
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
 
 
+async def _post_target(
+    interaction: Interaction, channel: discord.abc.GuildChannel | discord.Thread | None
+) -> PostTarget | None:
+    """The channel a command posts to (default: where it was used); None, answered, when
+    feedhook cannot post there."""
+    target = channel or interaction.channel
+    if isinstance(target, PostTarget):
+        return target
+    await _answer(interaction, "Pick a text, announcement, forum or thread channel.")
+    return None
+
+
 def _embeds(body: dict[str, Any] | None) -> list[discord.Embed]:
     return [discord.Embed.from_dict(embed) for embed in (body or {}).get("embeds", [])]
 
@@ -126,9 +138,8 @@ class Feeds(commands.Cog):
             return
         assert interaction.guild_id is not None
         assert self.bot.user is not None
-        target_channel = channel or interaction.channel
-        if not isinstance(target_channel, PostTarget):
-            await _answer(interaction, "Pick a text, announcement, forum or thread channel.")
+        target_channel = await _post_target(interaction, channel)
+        if target_channel is None:
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
@@ -263,9 +274,8 @@ class Feeds(commands.Cog):
             return
         assert interaction.guild_id is not None
         assert self.bot.user is not None
-        target_channel = channel or interaction.channel
-        if not isinstance(target_channel, PostTarget):
-            await _answer(interaction, "Pick a text, announcement, forum or thread channel.")
+        target_channel = await _post_target(interaction, channel)
+        if target_channel is None:
             return
         if file.size > MAX_OPML_BYTES:
             await _answer(interaction, "That file is larger than 5 MB; no OPML list is that long.")

@@ -314,39 +314,35 @@ class OutboxMixin(DeliveryLogMixin):
                 await self._log_rows(conn, outbox_ids, "retried", error, at)
 
     async def mark_failed(self, outbox_ids: Sequence[int], *, error: str, now: datetime) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(outbox_ids)))
-                .values(
-                    state="failed",
-                    lease_until=None,
-                    attempts=outbox.c.attempts + 1,
-                    last_error=error[:MAX_ERROR_TEXT],
-                    sent_at=None,
-                )
-            )
-            await self._log_rows(conn, outbox_ids, "failed", error, now)
+        await self._finish_rows(outbox_ids, "failed", error, now)
 
     async def mark_filtered(self, outbox_ids: Sequence[int], *, reason: str, now: datetime) -> None:
         """Claimed rows the subscription's filters leave out: never sent, kept as
         ``filtered`` so that the delivery log and ``/feed status`` can show them."""
+        await self._finish_rows(outbox_ids, "filtered", reason, now)
+
+    async def _finish_rows(
+        self, outbox_ids: Sequence[int], state: str, reason: str, now: datetime
+    ) -> None:
+        """Claimed rows that end unsent (``failed`` counts an attempt, ``filtered`` made
+        none), with the reason, logged in the same transaction."""
         if not outbox_ids:
             return
+        values: dict[str, Any] = {
+            "state": state,
+            "lease_until": None,
+            "claimed_by": None,
+            "last_error": reason[:MAX_ERROR_TEXT],
+            # not sent: "last post" must not count it; retention ages it by created_at
+            "sent_at": None,
+        }
+        if state == "failed":
+            values["attempts"] = outbox.c.attempts + 1
         async with self.db.write() as conn:
             await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(outbox_ids)))
-                .values(
-                    state="filtered",
-                    lease_until=None,
-                    claimed_by=None,
-                    last_error=reason[:MAX_ERROR_TEXT],
-                    # not sent: "last post" must not count it; retention ages it by created_at
-                    sent_at=None,
-                )
+                update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(**values)
             )
-            await self._log_rows(conn, outbox_ids, "filtered", reason, now)
+            await self._log_rows(conn, outbox_ids, state, reason, now)
 
     async def claim_edits(
         self, *, now: datetime, limit: int, lease: timedelta, exclude: Iterable[int] = ()
