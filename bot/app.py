@@ -165,8 +165,10 @@ def config_feeds(
 
 async def resolve_forum_tag_names(config: Config) -> dict[int, tuple[int, ...]]:
     """Per [[feeds]] entry with forum_tags given by name, the tag ids: the webhook names its
-    channel, and the bot reads that forum's tags. An unknown name, or a forum the bot cannot
-    read, is a :class:`ConfigError` naming the key."""
+    channel, and the bot reads that forum's tags. An unknown name, an unknown webhook or a
+    channel the bot cannot read as a forum is a :class:`ConfigError` naming the key; Discord
+    not answering now (a timeout, 429, 5xx) is logged, and the entry's posts carry only the
+    tags given by id until the next start."""
     wanted = {i: f for i, f in enumerate(config.feeds) if f.forum_tag_names()}
     if not wanted:
         return {}
@@ -177,37 +179,47 @@ async def resolve_forum_tag_names(config: Config) -> dict[int, tuple[int, ...]]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for index, entry in wanted.items():
             key = f"feeds[{index}].forum_tags"
+            ids = [int(t) for t in entry.forum_tags or () if str(t).strip().isdigit()]
+            resolved[index] = tuple(ids)
             target = entry.target
             try:
                 async with session.get(
                     f"{api}/webhooks/{target.webhook_id}/{target.token}"
                 ) as resp:
-                    hook = await resp.json(content_type=None) if resp.status == 200 else None
-                channel_id = hook.get("channel_id") if isinstance(hook, dict) else None
-                if channel_id is None:
+                    status = resp.status
+                    hook = await resp.json(content_type=None) if status == 200 else None
+                if status in (401, 404):
                     raise ConfigError(
-                        f"{key}: Discord does not know the entry's webhook (HTTP {resp.status}); "
+                        f"{key}: Discord does not know the entry's webhook (HTTP {status}); "
                         "check its URL"
                     )
-                async with session.get(f"{api}/channels/{channel_id}", headers=headers) as resp:
-                    channel = await resp.json(content_type=None) if resp.status == 200 else None
+                channel_id = hook.get("channel_id") if isinstance(hook, dict) else None
+                channel = None
+                if channel_id is not None:
+                    async with session.get(f"{api}/channels/{channel_id}", headers=headers) as resp:
+                        status = resp.status
+                        channel = await resp.json(content_type=None) if status == 200 else None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = str(exc) or type(exc).__name__
-                raise ConfigError(
-                    f"{key}: could not read the forum's tags from Discord ({problem}); "
-                    "give tag ids, or try again"
-                ) from None
+                status, channel = 0, None
+                log.warning("%s: %s", key, str(exc) or type(exc).__name__)
+            if status in (0, 429) or status >= 500:
+                log.warning(
+                    "%s: Discord did not answer (HTTP %s); posts carry only the tags given "
+                    "by id until the next start",
+                    key,
+                    status or "none",
+                )
+                continue
             if not isinstance(channel, dict) or "available_tags" not in channel:
                 raise ConfigError(
-                    f"{key}: the bot cannot read channel {channel_id} as a forum; is it a "
-                    "forum channel the bot can see?"
+                    f"{key}: the bot cannot read the webhook's channel as a forum (HTTP "
+                    f"{status}); is it a forum channel the bot can see?"
                 )
             by_name = {
                 str(t.get("name", "")).casefold(): int(t["id"])
                 for t in channel["available_tags"]
                 if isinstance(t, dict) and "id" in t
             }
-            ids = [int(t) for t in entry.forum_tags or () if str(t).strip().isdigit()]
             for name in entry.forum_tag_names():
                 if name.casefold() not in by_name:
                     names = ", ".join(str(t.get("name")) for t in channel["available_tags"])
@@ -271,6 +283,7 @@ class App:
         self.fatal: str | None = None
         self._stop_requested = asyncio.Event()
         self._started = False
+        self._stopped = False
 
     async def start(self, *, settle: bool = False) -> None:
         """Open everything and start the timers; ``settle`` (``feedhook run``) tunes
@@ -679,6 +692,9 @@ class App:
         self._stop_requested.set()
 
     async def stop(self) -> None:
+        if self._stopped:
+            return  # a second stop (a test's teardown after the test stopped it) is a no-op
+        self._stopped = True
         if self._gateway_task is not None:
             self._gateway_task.cancel()
             with suppress(asyncio.CancelledError, Exception):  # logged by its callback

@@ -29,7 +29,7 @@ from pydantic import (
 
 from bot.http import parse_listen
 from bot.models import WebhookTarget
-from bot.shaping import SettingError, Shape, parse_settings
+from bot.shaping import MAX_FORUM_TAGS, SettingError, Shape, parse_settings
 from bot.sources.forms import SourceFormError, SourceSettings, ensure_usable, parse_source
 from bot.webhooks import WebhookURLError, parse_webhook_url
 
@@ -332,6 +332,11 @@ class Config(_Section):
                 feed.shape()
             except SettingError as exc:
                 raise FeedSourceError(f"feeds[{index}].{exc.key}: {exc.problem}") from None
+            if len(feed.forum_tags or ()) > MAX_FORUM_TAGS:
+                raise FeedSourceError(
+                    f"feeds[{index}].forum_tags: at most {MAX_FORUM_TAGS} tags (Discord's "
+                    "limit on a forum post)"
+                )
             discord = info.data.get("discord")
             if feed.forum_tag_names() and not (
                 isinstance(discord, DiscordConfig) and discord.token

@@ -745,6 +745,9 @@ class Deliverer:
                     break
         if result.kind == "sent":
             return result.message_id
+        if result.kind in ("gone", "forbidden"):
+            # as for queued posts: nothing more goes to it, its subscriptions stop
+            await self._webhook_dead(target, result.error)
         raise SendError(result.error or "Discord is rate limiting this webhook; try again soon.")
 
     async def _settle_in_doubt(
@@ -861,7 +864,9 @@ class Deliverer:
             ([r.id for r in retry if r.id in posted], True),
             ([r.id for r in retry if r.id not in posted], False),
         ):
-            await self.store.reschedule(ids, at=at, error=error, count_attempt=True, in_doubt=doubt)
+            await self.store.reschedule(
+                ids, at=at, error=error, count_attempt=True, in_doubt=doubt, now=now
+            )
         self.stats.retried += 1
         self._count("retried", len(retry))
         log.warning("delivery will retry count=%d in=%.0fs error=%s", len(retry), delay, error)
@@ -923,7 +928,9 @@ class Deliverer:
                 retry_after,
             )
             return PostResult("rate_limited")
-        if status == 404 and method == "PATCH" and _error_code(data) == 10008:
+        if status == 404 and method == "PATCH" and _error_code(data) in (10008, 10003):
+            # the message, or the thread / forum post it was in, was deleted: only the
+            # webhook's own 10015 (below) means the webhook is gone
             return PostResult("missing", error="the message was deleted")
         if status in (401, 404):
             self.limiter.record_error()

@@ -412,20 +412,23 @@ class FeedService:
         avatar_url; an empty text means the default."""
         view = await self.get(guild_id, subscription)
         embed = view.options.get("embed")
-        embed_texts = dict(embed) if isinstance(embed, Mapping) else {}
+        old_texts = dict(embed) if isinstance(embed, Mapping) else {}
+        embed_texts = dict(old_texts)
         for key in ("title", "description"):
             text = texts.get(key, "").strip()
             if text:
                 embed_texts[key] = text
             else:
                 embed_texts.pop(key, None)
-        new_embed: object | None = embed_texts or (False if embed is False else None)
-        changes = {
+        changes: dict[str, object | None] = {
             "content": texts.get("content", "").strip() or None,
-            "embed": new_embed,
             "username": texts.get("username", "").strip() or None,
             "avatar_url": texts.get("avatar_url", "").strip() or None,
         }
+        if embed_texts != old_texts:
+            # Typing an embed part asks for the embed (a text-style subscription gets it
+            # back); otherwise embeds stay as they are, on or off.
+            changes["embed"] = embed_texts or None
         shape = await self._save(view, changes)
         return await self._result(view, shape)
 
@@ -506,7 +509,12 @@ class FeedService:
                 return FeedTestResult(view, sent=True)
             if state == "failed":
                 raise ServiceError(
-                    f"The test post of **{view.label}** failed; `/feed list` shows why."
+                    f"The test post of **{view.label}** failed; `/feed log` shows why."
+                )
+            if state == "filtered":
+                raise ServiceError(
+                    f"The newest item of **{view.label}** is left out by its filters, so "
+                    "nothing was posted; `/feed filter` shows and changes them."
                 )
             await asyncio.sleep(0.25)
         return FeedTestResult(view, sent=False)

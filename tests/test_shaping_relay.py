@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from bot.app import App
 from bot.config import load_config
+from bot.shaping import shape_of
 from tests.fakes.fake_discord import FakeDiscord
 from tests.relay import ENTRIES, GUILD, Relay, feed
 
@@ -176,3 +178,52 @@ async def test_forum_tag_names_in_feeds_are_read_from_discord(tmp_path: Path) ->
         with pytest.raises(ConfigError) as no_bot:
             load_config(config('["News"]', bot=False), environ={})
         assert "feeds[0].forum_tags: tag names need discord.token" in str(no_bot.value)
+
+
+async def test_a_deleted_forum_post_ends_its_edits_quietly(relay: Any) -> None:
+    r: Relay = await relay({"forum": "forum = true\nfollow_edits = true"})
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning", "Winds"), *ENTRIES])
+    await r.poll_and_deliver()
+    (post,) = r.messages("forum")
+    assert post.thread_id is not None
+    await r.fake.delete_channel(post.thread_id)  # a moderator deletes the forum post
+    r.feeds.docs["/news.xml"] = feed([("a3", "Storm warning lifted", "Calm"), *ENTRIES])
+    await r.poll_and_deliver()
+    (state,) = await r.app.store.subscription_states()
+    assert state.enabled  # the webhook is fine: only that post is gone
+    assert r.fake.message_edits() == []
+
+
+async def test_a_batch_posted_before_edits_were_followed_is_never_edited(
+    relay: Any, tmp_path: Path
+) -> None:
+    """Five items went out as one message; follow_edits was set afterwards: a change of one
+    of them must not replace the whole message by that one item."""
+    r: Relay = await relay({"news": ""})
+    five = [(f"b{n}", f"Batch {n}", "Text") for n in range(5)]
+    r.feeds.docs["/news.xml"] = feed([*five, *ENTRIES])
+    await r.poll_and_deliver()
+    (batch,) = r.messages("news")
+    assert len(batch.embeds) == 5
+    await r.app.stop()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            'webhook = "', 'follow_edits = true\nwebhook = "', 1
+        ),
+        encoding="utf-8",
+    )
+    app = App(load_config(config, environ={}), clock=r.clock, roles=())
+    await app.start()
+    try:
+        found = await app.store.newest_item(1)
+        assert found is not None
+        assert shape_of(found[3]).follow_edits
+        r.feeds.docs["/news.xml"] = feed([("b0", "Batch 0 fixed", "Text"), *five[1:], *ENTRIES])
+        r.clock.advance(2 * 3600)
+        await app.poller.poll_due()
+        await app.poller.flush()
+        await app.deliverer.deliver_due()
+    finally:
+        await app.stop()
+    assert r.fake.message_edits() == []

@@ -216,6 +216,7 @@ class ItemsMixin(StoreBase):
         if not seen_again:
             return
         followers = await self._edit_followers(conn, sorted(seen_again))
+        other = outbox.alias("other")
         for sid, subs in followers.items():
             again = seen_again[sid]
             stored = await conn.execute(
@@ -241,6 +242,16 @@ class ItemsMixin(StoreBase):
                         categories=list(item.categories),
                     )
                 )
+                # Only a message that carries this item alone: a batch posted before
+                # follow_edits was set would lose its other items to the edit.
+                shared = (
+                    select(other.c.id)
+                    .where(
+                        other.c.message_id == outbox.c.message_id,
+                        other.c.id != outbox.c.id,
+                    )
+                    .exists()
+                )
                 await conn.execute(
                     update(outbox)
                     .where(
@@ -249,6 +260,7 @@ class ItemsMixin(StoreBase):
                         outbox.c.state == "sent",
                         outbox.c.message_id.is_not(None),
                         outbox.c.sent_at >= now - EDIT_WINDOW,
+                        ~shared,
                     )
                     .values(edit_due_at=now)
                 )

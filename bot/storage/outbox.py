@@ -24,6 +24,7 @@ from bot.storage._common import (
 )
 from bot.storage.db import DbConnection
 from bot.storage.deliverylog import DeliveryLogMixin
+from bot.storage.items import EDIT_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,7 @@ class OutboxMixin(DeliveryLogMixin):
         error: str | None,
         count_attempt: bool,
         in_doubt: bool = False,
+        now: datetime | None = None,
     ) -> None:
         """Put claimed rows back in the queue, due at ``at``.
 
@@ -311,7 +313,7 @@ class OutboxMixin(DeliveryLogMixin):
             )
             if count_attempt and error is not None:
                 # a retry after a 5xx, a timeout or a lost answer
-                await self._log_rows(conn, outbox_ids, "retried", error, at)
+                await self._log_rows(conn, outbox_ids, "retried", error, now or at)
 
     async def mark_failed(self, outbox_ids: Sequence[int], *, error: str, now: datetime) -> None:
         await self._finish_rows(outbox_ids, "failed", error, now)
@@ -351,11 +353,24 @@ class OutboxMixin(DeliveryLogMixin):
         of active subscriptions, oldest change first."""
         if limit <= 0:
             return []
+        due_now = (
+            outbox.c.edit_due_at <= now,
+            outbox.c.state == "sent",
+            outbox.c.message_id.is_not(None),
+            # a message older than the window is followed no more (a subscription paused
+            # for weeks, edits that kept failing)
+            outbox.c.sent_at >= now - EDIT_WINDOW,
+            subscriptions.c.enabled.is_(True),
+            subscriptions.c.paused.is_(False),
+        )
         # Almost always nothing is due: a read (on the index) spares the write lock that
         # the delivery tick would otherwise take every half second.
         async with self.db.read() as conn:
             due = await conn.execute(
-                select(outbox.c.id).where(outbox.c.edit_due_at <= now).limit(1)
+                select(outbox.c.id)
+                .join(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
+                .where(*due_now)
+                .limit(1)
             )
             if due.first() is None:
                 return []
@@ -366,14 +381,7 @@ class OutboxMixin(DeliveryLogMixin):
                     outbox.c.id, outbox.c.subscription_id, outbox.c.message_id, outbox.c.thread_id
                 )
                 .join(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
-                .where(
-                    outbox.c.edit_due_at <= now,
-                    outbox.c.state == "sent",
-                    outbox.c.message_id.is_not(None),
-                    subscriptions.c.enabled.is_(True),
-                    subscriptions.c.paused.is_(False),
-                    outbox.c.subscription_id.not_in(list(exclude)),
-                )
+                .where(*due_now, outbox.c.subscription_id.not_in(list(exclude)))
                 .order_by(outbox.c.edit_due_at, outbox.c.id)
                 .limit(limit)
             )
@@ -531,7 +539,7 @@ class OutboxMixin(DeliveryLogMixin):
                     return int(inserted)
                 # queued by a test asked for at the same moment: that one will do
                 existing = (await conn.execute(row_of)).one()
-            if existing[1] in ("sent", "failed"):
+            if existing[1] in ("sent", "failed", "filtered"):
                 await conn.execute(update(outbox).where(outbox.c.id == existing[0]).values(**again))
             return int(existing[0])
 
