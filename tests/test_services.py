@@ -360,3 +360,31 @@ async def test_send_test_without_delivery_queues_for_the_delivery_processes(
     # asked again after it went out: the same row goes back to the queue
     assert not (await bot_only.send_test(GUILD, str(sub_id))).sent
     assert await store.outbox_items(sub_id) == [(1, "new", "pending")]
+
+
+async def test_settings_commands_change_only_their_part(
+    service: FeedService, feed_server: FeedServer
+) -> None:
+    feed_server.docs["/f.xml"] = Doc(rss([("a", "A")]))
+    sub = str(await add(service, feed_server.url("/f.xml")))
+    await service.set_options(GUILD, sub, embed=False)
+    # saving a username in the form keeps the text style; typing an embed title asks for embeds
+    result = await service.set_format(GUILD, sub, {"username": "Harbour bot"})
+    assert not result.shape.embed
+    assert result.view.options["username"] == "Harbour bot"
+    result = await service.set_format(GUILD, sub, {"title": "[{source_title}] {title}"})
+    assert result.shape.embed
+    assert result.view.options["embed"] == {"title": "[{source_title}] {title}"}
+    assert "username" not in result.view.options  # the form sets all five: empty = default
+    with pytest.raises(ServiceError, match=r"Nothing was saved: include: "):
+        await service.set_filter(GUILD, sub, include="/[unclosed/", exclude=None)
+    result = await service.set_filter(GUILD, sub, include="release, title:alpha", exclude=None)
+    assert result.view.options["include"] == ["release", "title:alpha"]
+    result = await service.set_filter(GUILD, sub, include="-", exclude=None)
+    assert "include" not in result.view.options
+    result = await service.set_mention(GUILD, sub, role_id=42, when="release")
+    assert result.view.options["mention_roles"] == ["42"]
+    assert result.view.options["mention_when"] == ["release"]
+    result = await service.set_mention(GUILD, sub, role_id=None, when=None)
+    assert "mention_roles" not in result.view.options
+    assert "mention_when" not in result.view.options
