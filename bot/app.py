@@ -28,7 +28,7 @@ from bot.notices import NoticeKind, notice_body, notice_text
 from bot.poller import Clock, Poller, PollSettings, utcnow
 from bot.services import FeedService, ServiceSettings
 from bot.sources.resolve import SourceResolver
-from bot.staleness import WINDOW, StaleWatch, with_stale
+from bot.staleness import WINDOW, StaleWatch
 from bot.storage.db import Database, DatabaseError
 from bot.storage.filelock import DatabaseFileLock, sqlite_path
 from bot.storage.gateway_lock import CHECK_INTERVAL as GATEWAY_CHECK_INTERVAL
@@ -621,10 +621,10 @@ class App:
         Each is claimed in the database first, so no process posts one twice; one that
         cannot be posted is released and tried at the next look. Returns how many went out."""
         now = self.clock()
+        # the same look the stale-check job takes (it also keeps /metrics' stale count)
+        await self.check_staleness()
+        stale = self.stale_watch.stale
         try:
-            health = await self.store.source_health()
-            times = await self.store.recent_item_times(per_source=WINDOW)
-            stale = {h.source_id for h in with_stale(health, times, now) if h.stale}
             owed: list[tuple[NoticeKind, list[NoticeTarget]]] = [
                 (
                     "failing",

@@ -381,7 +381,12 @@ class FeedService:
     async def _result(self, view: SubscriptionView, shape: Shape) -> SettingsResult:
         found = await self.store.recent_items(view.id)
         items, feed = found if found else ([], None)
-        passing = [i for i in items if shape.filter.passes(i)]
+
+        def check() -> list[Item]:
+            return [i for i in items if shape.filter.passes(i)]
+
+        # as in delivery: a filter with regexes runs off the event loop
+        passing = await asyncio.to_thread(check) if shape.filter.has_regex else check()
         preview = render_message(passing[0], feed, shape) if passing and feed is not None else None
         return SettingsResult(
             replace(view, options=shape.to_options()), shape, preview, len(passing), len(items)

@@ -187,7 +187,7 @@ class Shape:
         if not self.filter.empty:
             labels.append("filter")
         if self.mention_roles:
-            labels.append("mentions " + " ".join(f"<@&{r}>" for r in self.mention_roles))
+            labels.append(f"mentions {mention_prefix(self.mention_roles)}")
         if self.follow_edits:
             labels.append("edits")
         if self.forum_tags:
@@ -559,6 +559,7 @@ def render_messages(
     if not shape.custom_look:
         return render_batch(items, feed, style=shape.style)
     preview = DESCRIPTION_PREVIEW if len(items) == 1 else BATCH_DESCRIPTION_PREVIEW
+    quiet = replace(shape, mention_roles=())  # batched items never ping (they stand alone)
     messages: list[Message] = []
     envelope: dict[str, Any] | None = None
     contents: list[str] = []
@@ -579,7 +580,7 @@ def render_messages(
         contents, embeds, urls, total, count, content_total = [], [], set(), 0, 0, 0
 
     for item in items:
-        single = render_message(item, feed, replace(shape, mention_roles=()), preview=preview)
+        single = render_message(item, feed, quiet, preview=preview)
         identity: dict[str, Any] = {k: single[k] for k in ("username", "avatar_url") if k in single}
         group = list(single.get("embeds") or [])
         content = single.get("content") or ""

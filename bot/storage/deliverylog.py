@@ -22,7 +22,6 @@ from bot.storage.tables import DeliveryLogRow
 delivery_log = DeliveryLogRow.__table__  # type: ignore[attr-defined]
 
 KEEP_PER_SUBSCRIPTION = 50
-OUTCOMES = ("sent", "filtered", "retried", "failed", "disabled", "notice")
 
 
 @dataclass(frozen=True, slots=True)

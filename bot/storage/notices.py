@@ -144,22 +144,6 @@ class NoticesMixin(StoreBase):
             for r in rows
         ]
 
-    async def notice_state(
-        self, subscription_id: int
-    ) -> tuple[datetime | None, bool, datetime | None]:
-        """(failing_notice_at, failing_noticed, stale_notice_at), for tests and status."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        subscriptions.c.failing_notice_at,
-                        subscriptions.c.failing_noticed,
-                        subscriptions.c.stale_notice_at,
-                    ).where(subscriptions.c.id == subscription_id)
-                )
-            ).one()
-        return row[0], bool(row[1]), row[2]
-
 
 def _notice_targets(ids: Sequence[int]) -> Any:
     return (

@@ -424,13 +424,6 @@ class OutboxMixin(DeliveryLogMixin):
             .values(edit_due_at=retry_at)
         )
 
-    async def edit_due(self, outbox_id: int) -> datetime | None:
-        """When the row's message is due an edit (tests)."""
-        async with self.db.read() as conn:
-            return (  # type: ignore[no-any-return]
-                await conn.execute(select(outbox.c.edit_due_at).where(outbox.c.id == outbox_id))
-            ).scalar_one_or_none()
-
     async def extend_lease(self, outbox_ids: Sequence[int], *, until: datetime) -> None:
         await self.db.write_one(
             update(outbox)
