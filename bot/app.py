@@ -20,12 +20,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import __version__
 from bot.config import Config, ConfigError
 from bot.delivery import Deliverer, DeliverySettings
+from bot.hooks import hash_token
 from bot.http import OpsServer, Readiness
 from bot.metrics import Metrics
 from bot.models import SendError
 from bot.net import Fetcher, NetSettings
 from bot.notices import NoticeKind, notice_body, notice_text
 from bot.poller import Clock, Poller, PollSettings, utcnow
+from bot.push import SUBSCRIBER_TICK_SECONDS, PushEndpoints, WebSubSubscriber
 from bot.services import FeedService, ServiceSettings
 from bot.sources.resolve import SourceResolver
 from bot.staleness import WINDOW, StaleWatch
@@ -33,7 +35,7 @@ from bot.storage.db import Database, DatabaseError
 from bot.storage.filelock import DatabaseFileLock, sqlite_path
 from bot.storage.gateway_lock import CHECK_INTERVAL as GATEWAY_CHECK_INTERVAL
 from bot.storage.gateway_lock import TAKEOVER_DELAY, GatewayLock
-from bot.storage.store import ConfigFeed, NoticeTarget, Pruned, Store
+from bot.storage.store import ConfigFeed, ConfigHook, NoticeTarget, Pruned, Store
 
 if TYPE_CHECKING:
     from bot.discord.client import FeedhookBot
@@ -127,6 +129,8 @@ def poll_settings(config: Config) -> PollSettings:
         jitter=polling.jitter,
         concurrency=polling.concurrency,
         claim_lease=max(300.0, polling.timeout * 4),
+        # push is on only where hubs can reach us
+        push_safety_interval=polling.push_safety_interval if config.http.public_url else None,
     )
 
 
@@ -267,6 +271,23 @@ class App:
         self.deliverer = Deliverer(
             self.store, delivery_settings(config), clock=clock, metrics=self.metrics
         )
+        # Pushed items: WebSub callbacks and inbound hooks (routes on the HTTP server),
+        # and the subscriber that asks hubs to push (only where hubs can reach us).
+        self.push = PushEndpoints(
+            self.store,
+            self.poller,
+            hook_rate_per_minute=config.http.hook_rate_per_minute,
+            max_push_bytes=config.polling.max_body_bytes,
+            clock=clock,
+            metrics=self.metrics,
+        )
+        self.websub = (
+            WebSubSubscriber(
+                self.store, self.fetcher, public_url=config.http.public_url, clock=clock
+            )
+            if config.http.public_url
+            else None
+        )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.stale_watch = StaleWatch()
         # The operator endpoints (bot.http), on http.listen (or `run --listen`).
@@ -309,7 +330,23 @@ class App:
             # and so are the process rows it left
             await self.store.forget_processes()
         tag_ids = await resolve_forum_tag_names(self.config)
-        await self.store.sync_config_feeds(config_feeds(self.config, tag_ids), now=self.clock())
+        hook_urls = await self.store.sync_config_hooks(
+            [ConfigHook(hash_token(h.token), h.template) for h in self.config.hooks],
+            now=self.clock(),
+        )
+        await self.store.sync_config_feeds(
+            config_feeds(self.config, tag_ids)
+            + [
+                ConfigFeed(url=url, target=hook.target)
+                for url, hook in zip(hook_urls, self.config.hooks, strict=True)
+            ],
+            now=self.clock(),
+        )
+        if self.config.hooks and not self.config.http.listen:
+            log.warning(
+                "[[hooks]] are configured but http.listen is empty: nothing receives their "
+                "requests; set http.listen (and put a reverse proxy in front of it)"
+            )
         await self._register()
         await self.fetcher.__aenter__()
         self.deliverer.open()
@@ -324,6 +361,8 @@ class App:
             )
             # Staleness is judged in hours and days: a look every few minutes is plenty.
             self._every(self.check_staleness, STALE_CHECK_SECONDS, "stale-check")
+            if self.websub is not None:
+                self._every(self.websub.tick, SUBSCRIBER_TICK_SECONDS, "websub", first=self.clock())
         if "delivery" in self.roles:
             # Delivery checks the outbox often: a new item should reach Discord within
             # a second or two of being found.
@@ -354,6 +393,7 @@ class App:
                 alive=lambda: bool(self.scheduler.running),
                 readiness=self.readiness,
             )
+            self.push.add_routes(self.http.app)
             try:
                 await self.http.start()
             except OSError as exc:

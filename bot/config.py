@@ -27,10 +27,13 @@ from pydantic import (
     field_validator,
 )
 
+from bot.hooks import DEFAULT_TEMPLATE as DEFAULT_HOOK_TEMPLATE
+from bot.hooks import MIN_CONFIG_TOKEN, compile_hook_template
 from bot.http import parse_listen
 from bot.models import WebhookTarget
 from bot.shaping import MAX_FORUM_TAGS, SettingError, Shape, parse_settings
 from bot.sources.forms import SourceFormError, SourceSettings, ensure_usable, parse_source
+from bot.templates import TemplateError
 from bot.webhooks import WebhookURLError, parse_webhook_url
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -112,6 +115,8 @@ class PollingConfig(_Section):
     jitter: float = Field(default=0.1, ge=0.0, le=0.5)
     # A source failing for longer than this gets a notice in its subscriptions' channels.
     notify_after: Duration = 86400.0
+    # A source a WebSub hub pushes is still polled this often (missed pushes).
+    push_safety_interval: Duration = 3600.0
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -146,6 +151,26 @@ class HttpConfig(_Section):
     # "HOST:PORT" of the operator endpoints (/metrics, /healthz, /readyz); "" = off.
     # Several processes sharing one config need a port each: `run --listen`.
     listen: str = ""
+    # The base URL at which WebSub hubs and hook senders reach this server (a reverse
+    # proxy in front of `listen`); "" = push off: every source is polled.
+    public_url: str = ""
+    # Requests per minute each inbound hook token may make; more get 429.
+    hook_rate_per_minute: int = Field(default=30, ge=1, le=100_000)
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("an http(s) URL such as https://feedhook.example.org")
+        if parts.query or parts.fragment:
+            raise ValueError(
+                "a base URL without ?query or #fragment, such as https://feedhook.example.org"
+            )
+        return value.rstrip("/")
 
     @field_validator("listen")
     @classmethod
@@ -297,6 +322,51 @@ class FeedEntry(_Section):
         return parse_webhook_url(self.webhook)
 
 
+class HookEntry(_Section):
+    """``[[hooks]]``: POST {http.public_url}/hooks/{token} posts to ``webhook``."""
+
+    webhook: str = Field(repr=False)
+    # chosen by the operator; only its hash is stored
+    token: str = Field(repr=False)
+    template: str = DEFAULT_HOOK_TEMPLATE
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        try:
+            parse_webhook_url(value)
+        except WebhookURLError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: str) -> str:
+        if len(value) < MIN_CONFIG_TOKEN:
+            raise ValueError(
+                f"at least {MIN_CONFIG_TOKEN} characters (this one has {len(value)}); make "
+                'one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if not all(c.isalnum() or c in "-_.~" for c in value):
+            raise ValueError(
+                "letters, digits and - _ . ~ only: the token is the last part of a URL"
+            )
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _hook_template(cls, value: str) -> str:
+        try:
+            compile_hook_template(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def target(self) -> WebhookTarget:
+        return parse_webhook_url(self.webhook)
+
+
 class Config(_Section):
     discord: DiscordConfig = DiscordConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -308,6 +378,20 @@ class Config(_Section):
     sources: SourcesConfig = SourcesConfig()
     # After sources: its validator reads them.
     feeds: tuple[FeedEntry, ...] = ()
+    hooks: tuple[HookEntry, ...] = ()
+
+    @field_validator("hooks")
+    @classmethod
+    def _distinct_tokens(cls, hooks: tuple[HookEntry, ...]) -> tuple[HookEntry, ...]:
+        seen: dict[str, int] = {}
+        for index, hook in enumerate(hooks):
+            if hook.token in seen:
+                raise FeedSourceError(
+                    f"hooks[{index}].token: the same token as hooks[{seen[hook.token]}]; "
+                    "each hook needs its own"
+                )
+            seen[hook.token] = index
+        return hooks
 
     @field_validator("feeds")
     @classmethod

@@ -1,4 +1,5 @@
-"""The HTTP server for operators: Prometheus metrics, liveness and readiness.
+"""The HTTP server: Prometheus metrics, liveness and readiness for operators, and the
+routes of pushed items (bot.push adds them: WebSub callbacks, inbound hooks).
 
 It shows only what its callables return: no configuration, no exception text (which
 could hold a URL with a token). A handler that fails is logged and answered with a
@@ -110,7 +111,12 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Exception:
-        log.exception("ops server: %s %s failed", request.method, request.path)
+        # the path of a hook carries its token: never logged
+        path = request.path
+        for prefix in ("/hooks/", "/websub/"):
+            if path.startswith(prefix):
+                path = prefix + "…"
+        log.exception("ops server: %s %s failed", request.method, path)
         return _json(500, {"status": "error"})
 
 

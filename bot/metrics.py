@@ -56,6 +56,18 @@ DELAY_BUCKETS: Final = (
 )
 
 
+PUSH_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "not_a_feed",
+    "not_json",
+    "too_large",
+    "rate_limited",
+    "unknown",
+)
+
+
 def _check(kind: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {kind} {value!r}: expected one of {', '.join(allowed)}")
@@ -126,6 +138,13 @@ class Metrics:
             ["version"],
             registry=registry,
         )
+        self.pushes = Counter(
+            "feedhook_push_requests",
+            "Requests pushed to this process (kind websub: a hub's content distribution, "
+            "kind hook: an inbound webhook), by outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         for outcome in POLL_OUTCOMES:
             self.polls.labels(outcome)
         for outcome in DELIVERY_OUTCOMES:
@@ -151,6 +170,12 @@ class Metrics:
             self.parse_seconds.observe(parse)
         if new_items:
             self.items_new.inc(new_items)
+
+    def push(self, kind: str, outcome: str) -> None:
+        """Count one pushed request of ``kind`` ("websub" or "hook") by ``outcome``."""
+        _check("push kind", kind, ("websub", "hook"))
+        _check("push outcome", outcome, PUSH_OUTCOMES)
+        self.pushes.labels(kind, outcome).inc()
 
     def delivery(self, outcome: str, count: int = 1) -> None:
         """Count ``count`` deliveries (messages) that ended with ``outcome``."""

@@ -58,7 +58,11 @@ class FeedInfo:
     title: str
     link: str | None
     icon: str | None
-    kind: str  # "rss", "atom", "rdf", "json"
+    kind: str  # "rss", "atom", "rdf", "json"; "hook" for an inbound webhook's posts
+    # WebSub: the hub the document announces (<atom:link rel="hub">, JSON Feed "hubs")
+    # and its own URL (rel="self", "feed_url"), the topic to subscribe to.
+    hub: str | None = None
+    self_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -520,6 +520,40 @@ class Fetcher:
             hop.url = target
             hop.index += 1
 
+    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, str]:
+        """POST ``form`` (urlencoded) to ``url`` (a WebSub hub) through the same guard as
+        fetches, without following redirects: (status, the first 300 characters of the
+        answer). Raises only FetchError (invalid URL, blocked address, no connection,
+        timeout)."""
+        session = self._open()
+        try:
+            current = URL(url).with_fragment(None)
+        except (ValueError, TypeError) as exc:
+            raise FetchError("scheme", f"{url.partition('?')[0]!r} is not a valid URL") from exc
+        hop = _Hop(current)
+        self._check_url(hop)
+        try:
+            async with session.post(current, data=dict(form), allow_redirects=False) as resp:
+                text = (await resp.content.read(2048)).decode("utf-8", "replace")
+                return resp.status, " ".join(text.split())[:300]
+        except TimeoutError as exc:
+            raise self._timeout_error(current) from exc
+        except aiohttp.ClientConnectorDNSError as exc:
+            blocked = exc.os_error
+            if isinstance(blocked, _BlockedAddressError):
+                raise FetchError(
+                    "blocked",
+                    f"refused: {blocked.host} resolves to a {blocked.reason} address "
+                    f"({blocked.address}); set polling.allow_private_addresses or add the host "
+                    "to polling.allowed_hosts",
+                ) from exc
+            raise FetchError("connection", f"could not resolve host {current.host}") from exc
+        except (aiohttp.ClientError, HttpProcessingError, OSError, ValueError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise FetchError(
+                "connection", f"the request to {current.host} failed ({detail})"
+            ) from exc
+
     def _check_url(self, hop: _Hop) -> None:
         """Scheme and IP-literal checks that must happen before every request."""
         url = hop.url

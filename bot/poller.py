@@ -21,7 +21,14 @@ from typing import Final, Literal, Protocol, TypeVar
 from bot.metrics import Metrics
 from bot.models import Item
 from bot.net import Fetcher, FetchError
-from bot.sources.feed import DocumentParser, ParsedEntry, ParsedFeed, ParseError, build_item
+from bot.sources.feed import (
+    DocumentParser,
+    ParsedEntry,
+    ParsedFeed,
+    ParseError,
+    build_item,
+    parse_feed,
+)
 from bot.sources.incremental import ChangedDocument, SeenEntries, parse_changed
 from bot.sources.resolve import SourceResolver, fetch_source
 from bot.storage.store import (
@@ -29,10 +36,12 @@ from bot.storage.store import (
     FeedMeta,
     PollOutcome,
     PollRecord,
+    PushTarget,
     RecordedPoll,
     Store,
 )
 from bot.tasks import GroupCommit, finish_or_cancel, in_cpu_thread
+from bot.websub import Discovery, discover
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,9 @@ class PollSettings:
     # built right away and checked against storage inside the write; with more
     # (a feed that rewrites every entry each time), what is known is read first.
     build_before_check: int = 5
+    # A source a WebSub hub pushes is still polled this often, to catch missed pushes;
+    # None: push is off (http.public_url empty), every source polls at its interval.
+    push_safety_interval: float | None = None
 
 
 # -- pure decisions ---------------------------------------------------------------
@@ -432,7 +444,8 @@ class Poller:
             self._outcomes.append(outcome)
             self._remember(source.id, document)
             return PollResult(source.id, source.url, "unchanged")
-        polled = await self._record(source, document.parsed, document, built, outcome)
+        found = discover(result.headers, document.parsed.info, url=result.url)
+        polled = await self._record(source, document.parsed, document, built, outcome, found)
         self._remember(source.id, document)
         return polled
 
@@ -449,6 +462,7 @@ class Poller:
         document: ChangedDocument,
         built: list[Item] | None,
         outcome: PollOutcome,
+        found: Discovery,
     ) -> PollResult:
         counts = document.link_counts
         first_poll = not source.initialized
@@ -478,7 +492,7 @@ class Poller:
                 source.id,
                 built,
                 outcome=outcome,
-                meta=FeedMeta(info.title, info.link, info.icon, info.kind),
+                meta=FeedMeta(info.title, info.link, info.icon, info.kind, found.hub, found.topic),
                 first_poll=first_poll,
                 choose=functools.partial(choose_new, built, cap=cap, first_poll=first_poll),
                 # keys and normalised links: an entry whose guid changed matches its
@@ -507,6 +521,22 @@ class Poller:
                 first_poll,
                 _first_poll_note(recorded.queued) if first_poll else "",
             )
+        # Items the hub should have brought: it stopped delivering. Poll at the normal
+        # interval again; the subscriber asks the hub again.
+        if (
+            recorded.new_items
+            and not first_poll
+            and self._pushed(source)
+            and await self.store.websub_missed(source.id, now=self.clock())
+        ):
+            log.warning(
+                "push missed items url=%s source=%d new=%d reason=%s",
+                source.url,
+                source.id,
+                recorded.new_items,
+                "a poll found items the WebSub hub did not push; polling at the normal "
+                "interval and subscribing again",
+            )
         status: Literal["new", "unchanged"] = "new" if recorded.new_items else "unchanged"
         return PollResult(
             source.id, source.url, status, recorded.new_items, recorded.queued, changed=True
@@ -529,8 +559,11 @@ class Poller:
     def _next_poll(
         self, source: DueSource, failures: int, retry_after: float | None, max_age: float | None
     ) -> datetime:
+        interval = float(source.interval_seconds or self.settings.interval)
+        if self._pushed(source) and self.settings.push_safety_interval is not None:
+            interval = max(interval, self.settings.push_safety_interval)
         delay = next_poll_delay(
-            interval=float(source.interval_seconds or self.settings.interval),
+            interval=interval,
             failures=failures,
             max_interval=self.settings.max_interval,
             retry_after=retry_after,
@@ -539,3 +572,44 @@ class Poller:
             rnd=self.rng(),
         )
         return self.clock() + timedelta(seconds=delay)
+
+    def _pushed(self, source: DueSource) -> bool:
+        """Whether a verified WebSub subscription pushes the source's items now."""
+        return (
+            self.settings.push_safety_interval is not None
+            and source.push_until is not None
+            and source.push_until > self.clock()
+        )
+
+    async def record_push(self, target: PushTarget, body: bytes, headers: Mapping[str, str]) -> int:
+        """Items a WebSub hub pushed for ``target``'s source: parsed, checked against what
+        the source has and queued exactly as a poll's (an item that arrives by push and
+        by poll is posted once). Returns the items queued; raises ParseError for a body
+        that is not a feed."""
+        parsed = await in_cpu_thread(parse_feed, body, url=target.topic_url, headers=headers)
+        counts = link_counts(parsed.entries)
+        built = await in_cpu_thread(build_items, parsed, list(parsed.entries), counts)
+        first_poll = not target.initialized
+        now = self.clock()
+        recorded = await self._records.submit(
+            PollRecord(
+                target.source_id,
+                built,
+                outcome=PollOutcome(target.source_id, now, now, ok=True),
+                meta=None,
+                first_poll=first_poll,
+                choose=functools.partial(
+                    choose_new, built, cap=self.settings.max_new_per_poll, first_poll=first_poll
+                ),
+                pushed=True,
+            )
+        )
+        if recorded.new_items:
+            log.info(
+                "new items url=%s source=%d new=%d queued=%d via=websub",
+                target.source_url,
+                target.source_id,
+                recorded.new_items,
+                recorded.queued,
+            )
+        return recorded.queued

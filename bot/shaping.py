@@ -519,10 +519,26 @@ def thread_name(item: Item, feed: FeedInfo, shape: Shape) -> str:
     return UNTITLED
 
 
+# FeedInfo.kind of an inbound hook's source: its items are messages already rendered.
+HOOK_KIND = "hook"
+
+
+def _hook_message(item: Item, feed: FeedInfo, shape: Shape) -> dict[str, Any]:
+    """An inbound hook's post: its content as the hook's template rendered it when the
+    request came in, with the subscription's mentions and webhook identity."""
+    roles = shape.mentions(item)
+    body = _identity(item, feed, shape, {})
+    body["content"] = _with_mentions(item.summary.strip() or item.title, roles)
+    body["allowed_mentions"] = _allowed_mentions(roles)
+    return body
+
+
 def render_message(
     item: Item, feed: FeedInfo, shape: Shape = DEFAULT_SHAPE, *, preview: int = DESCRIPTION_PREVIEW
 ) -> dict[str, Any]:
     """The webhook body of one item posted alone, with the subscription's settings."""
+    if feed.kind == HOOK_KIND:
+        return _hook_message(item, feed, shape)
     default = render_item(item, feed, style=shape.style)
     roles = shape.mentions(item)
     if not shape.custom_look and not roles:
@@ -556,6 +572,9 @@ def render_messages(
     templates each item's embed and content are rendered with them and packed the same
     way: up to 10 embeds and 6000 embed units, 2000 units of content, one identity
     (webhook name and avatar) per message, no two embeds with the same ``url``."""
+    if feed.kind == HOOK_KIND:
+        # one message per request: each is an event of its own
+        return [Message(_hook_message(item, feed, shape), 1) for item in items]
     if not shape.custom_look:
         return render_batch(items, feed, style=shape.style)
     preview = DESCRIPTION_PREVIEW if len(items) == 1 else BATCH_DESCRIPTION_PREVIEW

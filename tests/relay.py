@@ -74,10 +74,24 @@ async def relay_harness(
     fake.add_guild(GUILD)
 
     async def start(
-        entries: dict[str, str], *, config_extra: str = "", database_url: str | None = None
+        entries: dict[str, str],
+        *,
+        config_extra: str = "",
+        database_url: str | None = None,
+        inbound: dict[str, str] | None = None,
     ) -> Relay:
+        """``inbound``: name -> the lines of a [[hooks]] entry posting to a webhook of its
+        own (``relay.hooks[name]``), besides the [[feeds]] of ``entries``."""
         feed_server.docs["/news.xml"] = feed(ENTRIES)
         hooks, tables = {}, []
+        for n, (name, lines) in enumerate((inbound or {}).items()):
+            channel = fake.add_channel(7500 + n, guild_id=GUILD)
+            hooks[name] = fake.add_webhook(channel.id, guild_id=GUILD)
+            hook_id, token = hooks[name]
+            tables.append(
+                f'[[hooks]]\nwebhook = "https://discord.com/api/webhooks/{hook_id}/{token}"\n'
+                f"{lines}\n"
+            )
         for n, (name, extra) in enumerate(entries.items()):
             channel = fake.add_channel(7000 + n, guild_id=GUILD, forum=name == "forum")
             lines = extra

@@ -736,7 +736,26 @@ def _feed_info(feed: Any, version: str, url: str, base: str) -> FeedInfo:
         icon = _absolute_http(base, candidate if isinstance(candidate, str) else None)
         if icon:
             break
-    return FeedInfo(title=title, link=link, icon=icon, kind=_kind(version))
+    hub, self_url = _websub_links(feed, base)
+    return FeedInfo(
+        title=title, link=link, icon=icon, kind=_kind(version), hub=hub, self_url=self_url
+    )
+
+
+def _websub_links(feed: Any, base: str) -> tuple[str | None, str | None]:
+    """The first ``rel="hub"`` and ``rel="self"`` links of the feed element (WebSub)."""
+    hub = self_url = None
+    for link in dict.get(feed, "links") or ():
+        if not isinstance(link, Mapping):
+            continue
+        rel = str(link.get("rel") or "").strip().lower()
+        href = link.get("href")
+        url = _absolute_http(base, href if isinstance(href, str) else None)
+        if rel == "hub" and hub is None:
+            hub = url
+        elif rel == "self" and self_url is None:
+            self_url = url
+    return hub, self_url
 
 
 def _feedparser_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -229,8 +229,16 @@ def parse_json_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Par
         base, _text(doc.get("favicon"))
     )
     title = decode_entities(_text(doc.get("title"))) or (home or url)
+    hub = next(
+        (
+            absolute_url(url, _text(h.get("url")))
+            for h in doc.get("hubs") or ()
+            if isinstance(h, Mapping) and str(h.get("type") or "").lower() == "websub"
+        ),
+        None,
+    )
     return build_feed(
-        FeedInfo(title=title, link=home, icon=icon, kind="json"),
+        FeedInfo(title=title, link=home, icon=icon, kind="json", hub=hub, self_url=feed_url),
         items,
         base_url=base,
         author=feed_author,

@@ -17,7 +17,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import Item, SocialPost
 from bot.storage.db import Database
-from bot.storage.tables import ItemRow, OutboxRow, ProcessRow, SourceRow, SubscriptionRow
+from bot.storage.tables import (
+    HookRow,
+    ItemRow,
+    OutboxRow,
+    ProcessRow,
+    SourceRow,
+    SubscriptionRow,
+    WebSubRow,
+)
 
 T = TypeVar("T")
 
@@ -26,6 +34,8 @@ subscriptions = SubscriptionRow.__table__  # type: ignore[attr-defined]
 items = ItemRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 processes = ProcessRow.__table__  # type: ignore[attr-defined]
+websub = WebSubRow.__table__  # type: ignore[attr-defined]
+hooks = HookRow.__table__  # type: ignore[attr-defined]
 
 # Generous room for the longest plausible summary; render.py trims to Discord's limits.
 MAX_STORED_SUMMARY = 16_000

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from bot.models import Item
 from bot.storage._common import (
@@ -33,6 +33,9 @@ class FeedMeta:
     site_link: str | None
     icon_url: str | None
     kind: str
+    # WebSub discovery (bot.websub.discover): kept on the source for the subscriber
+    hub_url: str | None = None
+    topic_url: str | None = None
 
 
 Chooser = Callable[[set[str], set[str]], tuple[list[Item], set[str]]]
@@ -55,6 +58,9 @@ class PollRecord:
     # Every item key of the document (sources.last_keys, kept from pruning); None keeps
     # what is stored.
     keys: Sequence[str] | None = None
+    # Items a WebSub hub pushed (or an inbound hook's post): the source row keeps its
+    # poll schedule, validators and health; only its newest item time moves.
+    pushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +179,27 @@ class ItemsMixin(StoreBase):
             if outbox_rows:
                 await conn.execute(_queue_stmt(self.db.dialect), outbox_rows)
             await self._note_edits(conn, plans, known_keys)
-            await self._record_changed(conn, [(record, new) for record, new, _ in plans])
+            await self._record_changed(
+                conn, [(record, new) for record, new, _ in plans if not record.pushed]
+            )
+            for record, new, _ in plans:
+                if record.pushed:
+                    await self._record_pushed(conn, record, new)
         return results
+
+    async def _record_pushed(
+        self, conn: DbConnection, record: PollRecord, new: Sequence[Item]
+    ) -> None:
+        newest = max((i.published for i in new if i.published), default=None)
+        if newest is not None:
+            await conn.execute(
+                update(sources)
+                .where(
+                    sources.c.id == record.source_id,
+                    or_(sources.c.newest_item_at.is_(None), sources.c.newest_item_at < newest),
+                )
+                .values(newest_item_at=newest)
+            )
 
     async def follows_edits(self, source_id: int) -> bool:
         """Whether an active subscription of the source follows its edits (the poller then
@@ -325,6 +350,8 @@ class ItemsMixin(StoreBase):
                         b_site=record.meta.site_link,
                         b_icon=record.meta.icon_url,
                         b_kind=record.meta.kind,
+                        b_hub=record.meta.hub_url,
+                        b_topic=record.meta.topic_url,
                     )
                 params.append(row)
             await conn.execute(_record_changed_stmt(self.db.dialect, with_meta), params)
@@ -447,6 +474,8 @@ def _record_changed_stmt(dialect: str, with_meta: bool) -> Any:
             "site_link": bindparam("b_site"),
             "icon_url": bindparam("b_icon"),
             "kind": bindparam("b_kind"),
+            "hub_url": bindparam("b_hub"),
+            "topic_url": bindparam("b_topic"),
         }
         if with_meta
         else {}

@@ -20,6 +20,9 @@ from bot.storage._common import (
 )
 from bot.storage.db import DbConnection
 
+# The URL prefix of an inbound hook's source (bot.hooks.SOURCE_PREFIX).
+HOOK_PREFIX = "hook:"
+
 
 @dataclass(frozen=True, slots=True)
 class DueSource:
@@ -33,6 +36,8 @@ class DueSource:
     initialized: bool
     interval_seconds: int | None
     consecutive_failures: int
+    # until when a verified WebSub subscription pushes the source's items
+    push_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +67,15 @@ class SourcesMixin(StoreBase):
         row = (await conn.execute(select(sources.c.id).where(sources.c.url == url))).first()
         if row is not None:
             return int(row[0])
+        # An inbound hook's source (hook:N) is never polled: it is born initialised.
+        hook = url.startswith(HOOK_PREFIX)
         stmt = (
             self._insert(sources)
             .values(
                 url=url,
-                kind="feed",
-                initialized=False,
+                kind="hook" if hook else "feed",
+                title=url if hook else None,
+                initialized=hook,
                 consecutive_failures=0,
                 next_poll_at=now,
                 created_at=now,
@@ -214,6 +222,7 @@ def _claim_sources_stmt(dialect: str) -> Any:
             sources.c.next_poll_at <= now,
             or_(sources.c.claimed_until.is_(None), sources.c.claimed_until <= now),
             has_active,
+            sources.c.kind != "hook",
             sources.c.id.not_in(bindparam("b_exclude", expanding=True)),
         )
         .order_by(sources.c.next_poll_at)
@@ -234,6 +243,7 @@ def _claim_sources_stmt(dialect: str) -> Any:
             sources.c.initialized,
             sources.c.interval_seconds,
             sources.c.consecutive_failures,
+            sources.c.push_until,
         )
     )
 

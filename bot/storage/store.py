@@ -26,6 +26,7 @@ from bot.storage._common import (
 )
 from bot.storage.deliverylog import KEEP_PER_SUBSCRIPTION, LogEntry
 from bot.storage.health import HealthMixin
+from bot.storage.hooks import ConfigHook, HookInfo, HooksMixin
 from bot.storage.items import Chooser, FeedMeta, ItemsMixin, PollRecord, RecordedPoll
 from bot.storage.notices import NoticesMixin, NoticeTarget
 from bot.storage.outbox import DeliveryJob, EditJob, OutboxEntry, OutboxMixin, SentMark
@@ -33,6 +34,7 @@ from bot.storage.processes import ProcessesMixin, ProcessInfo, Reaped
 from bot.storage.retention import Pruned, RetentionMixin
 from bot.storage.sources import DueSource, PollOutcome, SourcesMixin
 from bot.storage.subscriptions import ConfigFeed, SubscriptionsMixin
+from bot.storage.websub import PushState, PushTarget, WebSubMixin, WebSubRequest
 
 __all__ = [
     "KEEP_PER_SUBSCRIPTION",
@@ -41,10 +43,12 @@ __all__ = [
     "REMOVED_FROM_CONFIG",
     "Chooser",
     "ConfigFeed",
+    "ConfigHook",
     "DeliveryJob",
     "DueSource",
     "EditJob",
     "FeedMeta",
+    "HookInfo",
     "LogEntry",
     "NoticeTarget",
     "OutboxEntry",
@@ -52,10 +56,13 @@ __all__ = [
     "PollRecord",
     "ProcessInfo",
     "Pruned",
+    "PushState",
+    "PushTarget",
     "Reaped",
     "RecordedPoll",
     "SentMark",
     "Store",
+    "WebSubRequest",
     "items",
     "outbox",
     "sources",
@@ -65,6 +72,7 @@ __all__ = [
 
 class Store(
     SubscriptionsMixin,
+    HooksMixin,
     ItemsMixin,
     SourcesMixin,
     OutboxMixin,
@@ -72,6 +80,7 @@ class Store(
     RetentionMixin,
     NoticesMixin,
     HealthMixin,
+    WebSubMixin,
 ):
     """The storage API: every concern's queries over one :class:`~bot.storage.db.Database`.
 

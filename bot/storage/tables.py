@@ -46,6 +46,12 @@ class SourceRow(SQLModel, table=True):
         default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
     created_at: datetime
+    # WebSub (migration 0009): the hub and topic the source announces (HTTP Link headers
+    # first, then the document's links), and until when a verified hub subscription
+    # pushes its items (polls are then push_safety_interval apart).
+    hub_url: str | None = Field(default=None, sa_column=Column(Text))
+    topic_url: str | None = Field(default=None, sa_column=Column(Text))
+    push_until: datetime | None = Field(default=None)
 
 
 class SubscriptionRow(SQLModel, table=True):
@@ -180,3 +186,53 @@ class DeliveryLogRow(SQLModel, table=True):
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     # the channel or thread the message is in (a jump link needs it)
     channel_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class WebSubRow(SQLModel, table=True):
+    """One WebSub subscription of a source at its hub (at most one per source).
+
+    ``pending_mode`` is set before a (un)subscribe request goes to the hub: the hub's
+    verification GET is answered only while it matches. The row outlives its source's
+    last subscription until the hub confirmed the unsubscribe (``source_id`` NULL once
+    the source itself is gone)."""
+
+    __tablename__ = "websub"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int | None = Field(
+        default=None, foreign_key="sources.id", ondelete="SET NULL", unique=True
+    )
+    # the opaque last segment of the callback URL ({public_url}/websub/{callback_id})
+    callback_id: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    hub_url: str = Field(sa_column=Column(Text, nullable=False))
+    topic_url: str = Field(sa_column=Column(Text, nullable=False))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    # "subscribe" | "unsubscribe" while the hub has yet to verify; NULL otherwise
+    pending_mode: str | None = Field(default=None, max_length=16)
+    requested_at: datetime | None = Field(default=None)
+    # the lease the hub granted ends then; NULL: never verified (or lapsed)
+    expires_at: datetime | None = Field(default=None)
+    # when the manager next looks at the row (renewal, retry, verification timeout)
+    action_at: datetime = Field(index=True)
+    failures: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_push_at: datetime | None = Field(default=None)
+    created_at: datetime
+
+
+class HookRow(SQLModel, table=True):
+    """An inbound webhook endpoint, POST {public_url}/hooks/{token}: its items belong
+    to the source ``hook:{id}``, posted to that source's subscriptions."""
+
+    __tablename__ = "hooks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # sha256 hex of the token; the token itself is never stored
+    token_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    source_id: int | None = Field(default=None, foreign_key="sources.id", ondelete="CASCADE")
+    template: str = Field(sa_column=Column(Text, nullable=False))
+    origin: str = Field(default="discord", max_length=16)
+    # the per-token rate counter: requests in the minute starting at rate_window
+    rate_window: datetime | None = Field(default=None)
+    rate_count: int = Field(default=0)
+    created_at: datetime
