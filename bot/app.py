@@ -462,6 +462,7 @@ class App:
             ServiceSettings(
                 max_subscriptions_per_guild=discord_config.max_subscriptions_per_guild,
                 min_interval=self.config.polling.min_interval,
+                public_url=self.config.http.public_url,
             ),
             # without the delivery role, /feed test goes through the delivery processes
             send_now=self.deliverer.send_now if "delivery" in self.roles else None,

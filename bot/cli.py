@@ -57,6 +57,7 @@ from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.filelock import running_relay, sqlite_path
 from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, Store
 from bot.webhooks import WebhookURLError, parse_webhook_url
+from bot.websub import discover
 
 log = logging.getLogger("feedhook")
 
@@ -308,6 +309,18 @@ async def check_source(
     built = build_items(parsed, parsed.entries, link_counts(parsed.entries))
     if fetched.moved_to:
         print(f"note: the feed lives at {fetched.moved_to}", file=sys.stderr)
+    found = discover(fetched.result.headers, parsed.info, url=fetched.result.url)
+    if found.pushable:
+        print(
+            f"note: this source offers WebSub push (hub {found.hub}): "
+            + (
+                "feedhook subscribes to it after the first poll, so new items arrive within seconds"
+                if config.http.public_url
+                else "set http.public_url (and http.listen behind a reverse proxy) to get "
+                "new items within seconds instead of at the next poll"
+            ),
+            file=sys.stderr,
+        )
     bodies: list[tuple[Item, dict[str, Any]]] = []
     for item in built:
         if shape is None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.hooks import DEFAULT_TEMPLATE as DEFAULT_HOOK_TEMPLATE
+from bot.hooks import compile_hook_template, hash_token
+from bot.hooks import new_token as new_hook_token
 from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
 from bot.net import Fetcher, FetchError
 from bot.poller import build_items, link_counts
@@ -29,8 +32,9 @@ from bot.shaping import (
 from bot.sources.feed import ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
-from bot.staleness import WINDOW, is_stale
+from bot.staleness import WINDOW, is_hook, is_stale
 from bot.storage.store import FeedMeta, LogEntry, Store
+from bot.templates import TemplateError
 
 # The reason a server's subscriptions are disabled when the bot leaves it (status
 # advises inviting it back).
@@ -67,6 +71,18 @@ def utcnow() -> datetime:
 class ServiceSettings:
     max_subscriptions_per_guild: int = 100
     min_interval: float = 300.0
+    # http.public_url: where hubs and hook senders reach feedhook ("" = push off)
+    public_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HookCreated:
+    """A new inbound hook: its endpoint (with the token: shown once, never stored)."""
+
+    subscription_id: int
+    source_url: str  # hook:N
+    endpoint: str
+    template: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,20 @@ class GuildStatus:
     stale: tuple[SubscriptionView, ...]
     last_delivery_at: datetime | None
     filtered: int = 0  # items the subscriptions' filters left out (kept for the log)
+    # WebSub: subscriptions whose source announces a hub, how many of them a hub pushes
+    # now, and those it should but does not (with why); push_on: http.public_url is set
+    offer_hub: int = 0
+    pushed: int = 0
+    push_problems: tuple[tuple[SubscriptionView, str], ...] = ()
+    push_on: bool = False
+
+
+def _not_a_hook(view: SubscriptionView) -> None:
+    if is_hook(view.source_url):
+        raise ServiceError(
+            f"**{view.label}** is an inbound hook: its messages come from the template it "
+            "was made with. To change it, make a new one with `/feed hook` and remove this one."
+        )
 
 
 def _setting_problem(exc: SettingError) -> str:
@@ -280,7 +310,13 @@ class FeedService:
         times = await self.store.guild_item_times(guild_id, per_source=WINDOW)
         now = self.clock()
         return [
-            replace(v, stale=v.state == "ok" and is_stale(times.get(v.id, []), now)) for v in views
+            replace(
+                v,
+                stale=v.state == "ok"
+                and not is_hook(v.source_url)
+                and is_stale(times.get(v.id, []), now),
+            )
+            for v in views
         ]
 
     async def get(self, guild_id: int, subscription: str) -> SubscriptionView:
@@ -300,8 +336,72 @@ class FeedService:
     async def remove(self, guild_id: int, subscription: str) -> SubscriptionView:
         view = await self.get(guild_id, subscription)
         await self.store.delete_subscription(guild_id, view.id)
+        if is_hook(view.source_url):
+            # its token must stop working: the hook goes with its last subscription
+            await self.store.delete_orphan_hooks()
         log.info("subscription removed guild=%d subscription=%d", guild_id, view.id)
         return view
+
+    def hook_template(self, template: str | None) -> str:
+        """The template a new hook will use (the default when none is given); refused
+        with the reason while hooks are off or when it does not compile. Called before a
+        channel webhook is made for the hook."""
+        if not self.settings.public_url:
+            raise ServiceError(
+                "Inbound hooks are off: the bot's operator has not set `http.public_url` "
+                "(the address senders reach feedhook at). Ask them to set it, then try again."
+            )
+        text = (template or "").strip() or DEFAULT_HOOK_TEMPLATE
+        try:
+            compile_hook_template(text)
+        except TemplateError as exc:
+            raise ServiceError(f"That template does not work: {exc}.") from None
+        return text
+
+    async def create_hook(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        target: WebhookTarget,
+        template: str | None,
+        forum: bool = False,
+    ) -> HookCreated:
+        """An inbound webhook posting to ``target``: a fresh token (stored hashed) and the
+        endpoint with it, to show once."""
+        text = self.hook_template(template)
+        await self.check_room(guild_id)
+        token = new_hook_token()
+        now = self.clock()
+        url = await self.store.create_hook(
+            token_hash=hash_token(token), template=text, origin="discord", now=now
+        )
+        sub_id = await self.store.create_subscription(
+            source_url=url,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            target=target,
+            backfill=0,
+            options={"style": "text", "batch": False, "forum": forum},
+            min_interval=self.settings.min_interval,
+            now=now,
+        )
+        if sub_id is None:  # a new source cannot have subscriptions; never leave a live token
+            await self.store.delete_orphan_hooks()
+            raise ServiceError("Could not make the hook; try again.")
+        log.info(
+            "hook added guild=%d channel=%d subscription=%d source=%s",
+            guild_id,
+            channel_id,
+            sub_id,
+            url,
+        )
+        return HookCreated(
+            subscription_id=sub_id,
+            source_url=url,
+            endpoint=f"{self.settings.public_url}/hooks/{token}",
+            template=text,
+        )
 
     async def set_paused(
         self, guild_id: int, subscription: str, *, paused: bool
@@ -398,6 +498,7 @@ class FeedService:
         """The five texts ``/feed format`` shows: content, embed title and description,
         username, avatar URL (empty when default)."""
         view = await self.get(guild_id, subscription)
+        _not_a_hook(view)
         options = view.options
         embed = options.get("embed")
         embed_texts = embed if isinstance(embed, Mapping) else {}
@@ -416,6 +517,7 @@ class FeedService:
         """``/feed format``'s modal: ``texts`` keyed content, title, description, username,
         avatar_url; an empty text means the default."""
         view = await self.get(guild_id, subscription)
+        _not_a_hook(view)
         embed = view.options.get("embed")
         old_texts = dict(embed) if isinstance(embed, Mapping) else {}
         embed_texts = dict(old_texts)
@@ -439,6 +541,7 @@ class FeedService:
 
     async def reset_format(self, guild_id: int, subscription: str) -> SettingsResult:
         view = await self.get(guild_id, subscription)
+        _not_a_hook(view)
         shape = await self._save(view, dict.fromkeys((*FORMAT_KEYS, "style")))
         return await self._result(view, shape)
 
@@ -539,7 +642,19 @@ class FeedService:
         views = await self.subscriptions(guild_id)
         stale = tuple(v for v in views if v.stale)
         deliveries = [v.last_delivery_at for v in views if v.last_delivery_at]
+        push = await self.store.guild_push_states(guild_id)
+        now = self.clock()
+        pushed = {i for i, p in push.items() if p.subscribed_until and p.subscribed_until > now}
+        problems = tuple(
+            (v, push[v.id].last_error or "")
+            for v in views
+            if v.id in push and v.id not in pushed and push[v.id].last_error and v.state == "ok"
+        )
         return GuildStatus(
+            offer_hub=len(push),
+            pushed=len(pushed),
+            push_problems=problems if self.settings.public_url else (),
+            push_on=bool(self.settings.public_url),
             total=len(views),
             ok=sum(v.state == "ok" for v in views),
             paused=sum(v.state == "paused" for v in views),

@@ -530,6 +530,8 @@ def _hook_message(item: Item, feed: FeedInfo, shape: Shape) -> dict[str, Any]:
     body = _identity(item, feed, shape, {})
     body["content"] = _with_mentions(item.summary.strip() or item.title, roles)
     body["allowed_mentions"] = _allowed_mentions(roles)
+    if shape.forum:
+        body["thread_name"] = thread_name(item, feed, shape)
     return body
 
 

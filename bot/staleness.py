@@ -90,11 +90,22 @@ def stale_message(label: str, source_url: str, newest: datetime | None, now: dat
 def with_stale(
     health: Sequence[SourceHealth], times: Mapping[int, Sequence[datetime]], now: datetime
 ) -> list[SourceHealth]:
-    """``health`` with ``stale`` set. A failing source is reported as failing, not stale."""
+    """``health`` with ``stale`` set. A failing source is reported as failing, not stale;
+    an inbound hook (``hook:N``) never is: it posts when its sender has something."""
     return [
-        replace(h, stale=h.consecutive_failures == 0 and is_stale(times.get(h.source_id, ()), now))
+        replace(
+            h,
+            stale=h.consecutive_failures == 0
+            and not is_hook(h.url)
+            and is_stale(times.get(h.source_id, ()), now),
+        )
         for h in health
     ]
+
+
+def is_hook(source_url: str) -> bool:
+    """Whether the source is an inbound hook's (its items are requests, not a feed's)."""
+    return source_url.startswith("hook:")
 
 
 class StaleWatch:

@@ -174,6 +174,49 @@ class Feeds(commands.Cog):
             embeds=_embeds(preview.body()),
         )
 
+    @feed.command(
+        name="hook", description="Make a URL that services (GitHub, CI, monitoring) POST JSON to"
+    )
+    @app_commands.describe(
+        channel="Where to post (default: this channel)",
+        template="The message: {body.repository.full_name}, {headers.x-github-event}... "
+        "(default: the body's text, else its JSON)",
+    )
+    async def hook(
+        self,
+        interaction: Interaction,
+        channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None,
+        template: str | None = None,
+    ) -> None:
+        if not await _allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        assert self.bot.user is not None
+        target_channel = await _post_target(interaction, channel)
+        if target_channel is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            # refused (hooks off, a bad template, no room) before any webhook is made
+            self.services.hook_template(template)
+            await self.services.check_room(interaction.guild_id)
+            target = await ensure_webhook(target_channel, self.bot.user.id)
+            made = await self.services.create_hook(
+                guild_id=interaction.guild_id,
+                channel_id=target_channel.id,
+                target=target,
+                template=template,
+                forum=isinstance(target_channel, discord.ForumChannel),
+            )
+        except ServiceError as exc:
+            await _answer(interaction, str(exc))
+            return
+        await _answer(
+            interaction,
+            replies.hook_created(made, target_channel.mention),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
     @feed.command(name="list", description="This server's feed subscriptions")
     @app_commands.describe(channel="Only this channel's subscriptions")
     async def list_(

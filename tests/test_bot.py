@@ -72,6 +72,7 @@ async def running_world(
     sources: dict[str, Any] | None = None,
     max_subscriptions: int = 3,
     http_listen: str = "",
+    public_url: str = "",
 ) -> AsyncIterator[World]:
     # The bot points discord.py at the fake (class attributes): put them back afterwards.
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
@@ -108,7 +109,7 @@ async def running_world(
                     "timeout": 5,
                 },
                 "logging": {"level": "DEBUG"},
-                "http": {"listen": http_listen},
+                "http": {"listen": http_listen, "public_url": public_url},
                 **({"sources": sources} if sources else {}),
             }
         )
@@ -171,7 +172,7 @@ async def test_commands_are_synced_guild_only_for_manage_webhooks(world: World) 
     names = {option["name"] for option in feed["options"]}
     assert names == {
         *("add", "list", "remove", "pause", "resume", "test", "preview", "status"),
-        *("format", "filter", "mention", "options", "log", "import", "export"),
+        *("format", "filter", "mention", "options", "log", "import", "export", "hook"),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.models import SubscriptionView
-from bot.services import GuildStatus, SettingsResult
+from bot.services import GuildStatus, HookCreated, SettingsResult
 from bot.shaping import shape_of
 from bot.staleness import stale_advice
 from bot.storage.store import LogEntry
@@ -97,6 +97,24 @@ def status_lines(status: GuildStatus) -> list[str]:
             else ""
         ),
     ]
+    if status.offer_hub and not status.push_on:
+        n = status.offer_hub
+        lines.append(
+            f"{n} feed{'s' if n != 1 else ''} here offer{'' if n != 1 else 's'} WebSub push "
+            "(a hub that sends new items the moment they are published); the bot's operator "
+            "can turn it on by setting `http.public_url`. Until then they are polled."
+        )
+    elif status.offer_hub:
+        lines.append(
+            f"Pushed by their WebSub hub: {status.pushed} of the {status.offer_hub} feeds "
+            "that offer it (the others are polled)."
+        )
+    if status.push_problems:
+        lines.append("**Push not working** (polled at the normal interval meanwhile)")
+        lines += [
+            f"`#{v.id}` **{v.label}** → {where(v)} · {error[:200]}"
+            for v, error in status.push_problems
+        ]
     if status.failing:
         lines.append("**Failing**")
         lines += [describe(v) for v in status.failing]
@@ -144,3 +162,18 @@ def log_lines(view: SubscriptionView, entries: list[LogEntry]) -> list[str]:
         "newest first:",
         *(log_line(e) for e in entries),
     ]
+
+
+def hook_created(made: HookCreated, channel: str) -> str:
+    """The one answer that shows a hook's URL (its token is stored only hashed)."""
+    template = made.template.replace("`", "ˋ")
+    return (
+        f"Made an inbound hook posting in {channel} (`#{made.subscription_id}`, listed as "
+        f"**{made.source_url}**). Services POST JSON to this URL; it is shown only now, and "
+        "anyone who has it can post here, so keep it secret:\n"
+        f"```\n{made.endpoint}\n```\n"
+        f"Message template: `{template}`\n"
+        "GitHub: the repository's Settings → Webhooks → Add webhook, paste the URL as the "
+        "Payload URL, Content type `application/json`. `/feed remove` deletes the hook (the "
+        "URL then answers 404)."
+    )

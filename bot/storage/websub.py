@@ -399,6 +399,38 @@ class WebSubMixin(StoreBase):
             for r in rows
         }
 
+    async def guild_push_states(self, guild_id: int) -> dict[int, PushState]:
+        """Per subscription of the server whose source announces a hub, its WebSub state."""
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        subscriptions.c.id,
+                        sources.c.hub_url,
+                        websub.c.expires_at,
+                        websub.c.pending_mode,
+                        websub.c.last_error,
+                        websub.c.last_push_at,
+                    )
+                    .select_from(
+                        subscriptions.join(
+                            sources, sources.c.id == subscriptions.c.source_id
+                        ).outerjoin(websub, websub.c.source_id == sources.c.id)
+                    )
+                    .where(subscriptions.c.guild_id == guild_id, sources.c.hub_url.is_not(None))
+                )
+            ).all()
+        return {
+            int(r.id): PushState(
+                hub_url=r.hub_url,
+                subscribed_until=r.expires_at,
+                pending_mode=r.pending_mode,
+                last_error=r.last_error,
+                last_push_at=r.last_push_at,
+            )
+            for r in rows
+        }
+
     async def websub_counts(self, *, now: datetime) -> dict[str, int]:
         """How many WebSub subscriptions are active (lease running) and pending."""
         async with self.db.read() as conn:

@@ -1,0 +1,471 @@
+"""The WebSub subscriber end to end: the real App (clock injected, scheduler paused) on
+the loopback feed server and the fake Discord, a FakeHub (tests/fakes/fake_hub.py) verifying
+through the App's own callback routes. The test drives every tick."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from bot.app import config_feeds
+from bot.storage._common import sources
+from bot.storage.store import ConfigFeed, PushState
+from bot.websub import REQUESTED_LEASE, RETRY_FIRST, VERIFY_TIMEOUT, renew_margin, retry_delay
+from tests.conftest import POSTGRES_URL, FeedServer
+from tests.fakes.fake_hub import FakeHub
+from tests.relay import ENTRIES, Relay, feed
+from tests.test_push import announce, atom, delivered, free_port, push_config
+
+HOUR = 3600.0
+NEWS = [("a3", "Third story", "New"), *ENTRIES]
+
+
+@dataclasses.dataclass
+class Pushed:
+    """A relay whose one source announces ``hub``; ``port`` is its http.listen port."""
+
+    r: Relay
+    hub: FakeHub
+    topic: str
+    port: int
+    source_id: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/websub/"
+
+    async def state(self) -> PushState:
+        return (await self.r.app.store.push_states([self.source_id]))[self.source_id]
+
+    async def source(self) -> tuple[datetime, datetime | None]:
+        """The source's (next_poll_at, push_until)."""
+        async with self.r.app.store.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(sources.c.next_poll_at, sources.c.push_until).where(
+                        sources.c.id == self.source_id
+                    )
+                )
+            ).one()
+        return row[0], row[1]
+
+    async def tick(self) -> int:
+        assert self.r.app.websub is not None
+        return await self.r.app.websub.tick()
+
+    async def poll(self, seconds: float = 0.0) -> int:
+        """Advance the clock, poll what is due, deliver; returns the sources polled."""
+        self.r.clock.advance(seconds)
+        polled = await self.r.app.poller.poll_due()
+        await self.r.app.deliverer.deliver_due()
+        return len(polled)
+
+    async def subscribe(self) -> None:
+        """One tick: the subscribe request goes out and the hub verifies it."""
+        before = len(self.hub.verifications)
+        assert await self.tick() == 1
+        await self.hub.wait_for_verifications(before + 1)
+        assert self.hub.verifications[-1].echoed
+        assert self.hub.verifications[-1].status == 200
+
+    def callback(self) -> str:
+        return self.hub.requests[0]["hub.callback"]
+
+
+@pytest.fixture
+async def hubs() -> AsyncIterator[Callable[..., Any]]:
+    made: list[FakeHub] = []
+
+    async def start(**kwargs: Any) -> FakeHub:
+        hub = FakeHub(**kwargs)
+        await hub.start()
+        made.append(hub)
+        return hub
+
+    yield start
+    for hub in made:
+        await hub.close()
+
+
+@pytest.fixture
+def pushed(
+    relay: Callable[..., Any], feed_server: FeedServer, hubs: Callable[..., Any]
+) -> Callable[..., Any]:
+    """A relay polling every hour (no jitter), pushed sources every 3 h, whose feed
+    announces a fresh hub since its second poll (the one made here)."""
+
+    async def start(
+        *, polling: str = "", max_lease: int | None = None, database_url: str | None = None
+    ) -> Pushed:
+        port = free_port()
+        extra = f'jitter = 0.0\npush_safety_interval = "3h"\n{polling}\n' + push_config(port)
+        r: Relay = await relay({"news": ""}, config_extra=extra, database_url=database_url)
+        hub = await hubs(max_lease=max_lease)
+        topic = announce(feed_server, hub, NEWS)
+        await r.poll_and_deliver()  # a changed document: its hub is discovered
+        assert [m.embeds[0]["title"] for m in r.messages("news")] == ["Third story"]
+        [health] = await r.app.store.source_health()
+        return Pushed(r, hub, topic, port, health.source_id)
+
+    return start
+
+
+def titles(p: Pushed) -> list[str]:
+    return [m.embeds[0]["title"] for m in p.r.messages("news")]
+
+
+async def get(url: str, **query: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, params=query) as resp:
+        return resp.status, await resp.text()
+
+
+async def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    async with aiohttp.ClientSession() as session, session.post(
+        url, data=body, headers=headers
+    ) as resp:
+        return resp.status
+
+
+# -- subscribing ------------------------------------------------------------------------
+
+
+async def check_subscription_and_push(p: Pushed) -> None:
+    await p.subscribe()
+    [request] = p.hub.requests
+    assert request["hub.mode"] == "subscribe"
+    assert request["hub.topic"] == p.topic == p.r.feeds.url("/news.xml")
+    assert request["hub.callback"].startswith(p.base)
+    assert len(request["hub.callback"]) > len(p.base) + 16
+    assert len(request["hub.secret"]) >= 32
+    assert request["hub.lease_seconds"] == "864000" == str(REQUESTED_LEASE)
+    subscription = p.hub.active(p.topic)[0]
+    assert subscription.callback == request["hub.callback"]
+    assert subscription.secret == request["hub.secret"]
+
+    now = p.r.clock()
+    state = await p.state()
+    assert state.hub_url == p.hub.url
+    assert state.subscribed_until == now + timedelta(seconds=REQUESTED_LEASE)
+    assert (state.pending_mode, state.last_error) == (None, None)
+    assert await p.r.app.store.websub_counts(now=now) == {"active": 1, "pending": 0}
+    next_poll, push_until = await p.source()
+    assert push_until == now + timedelta(seconds=REQUESTED_LEASE)
+    assert next_poll == now + timedelta(hours=1)  # set by the poll before the subscription
+
+    # the next poll is the last at the normal interval: pushed, the source waits 3 h
+    assert await p.poll(HOUR) == 1
+    [health] = await p.r.app.store.source_health()
+    assert health.next_poll_at == p.r.clock() + timedelta(hours=3)
+    assert await p.poll(2 * HOUR) == 0
+    assert await p.poll(HOUR) == 1
+    assert (await p.source())[0] == p.r.clock() + timedelta(hours=3)
+
+    assert await p.hub.publish(p.topic, atom(p.topic, [("a4", "Pushed story")])) == [202]
+    assert [m.embeds[0]["title"] for m in await delivered(p.r, "news", 2)] == [
+        "Third story",
+        "Pushed story",
+    ]
+    state = await p.state()
+    assert state.last_push_at == p.r.clock()
+
+
+async def test_subscription_fields_verification_and_the_safety_interval(
+    pushed: Callable[..., Any],
+) -> None:
+    await check_subscription_and_push(await pushed())
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="set FEEDHOOK_TEST_POSTGRES_URL")
+async def test_subscription_and_push_on_postgresql(
+    pushed: Callable[..., Any], pg_database: str
+) -> None:
+    await check_subscription_and_push(await pushed(database_url=pg_database))
+
+
+async def test_verifications_the_subscriber_did_not_ask_for_are_refused(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed()
+    await p.subscribe()
+    callback = p.callback()
+    challenge = {"hub.topic": p.topic, "hub.challenge": "c-123"}
+    # verified already: nothing pending
+    assert (await get(callback, **{"hub.mode": "subscribe"}, **challenge))[0] == 404
+    # a renewal claimed (pending): only its own mode and topic, with a challenge, match
+    p.r.clock.advance(REQUESTED_LEASE - renew_margin(REQUESTED_LEASE))
+    claimed = await p.r.app.store.claim_websub_requests(
+        now=p.r.clock(),
+        verify_timeout=timedelta(seconds=VERIFY_TIMEOUT),
+        retry=lambda n: timedelta(seconds=retry_delay(n)),
+    )
+    assert [(c.mode, c.renewal) for c in claimed] == [("subscribe", True)]
+    assert (await p.state()).pending_mode == "subscribe"
+    wrong = [
+        (callback, {"hub.mode": "subscribe", "hub.topic": p.topic + "x", "hub.challenge": "c"}),
+        (callback, {"hub.mode": "unsubscribe", **challenge}),
+        (callback, {"hub.mode": "subscribe", "hub.topic": p.topic}),
+        (callback, {"hub.mode": "nonsense", **challenge}),
+        (p.base + "unknown-callback", {"hub.mode": "subscribe", **challenge}),
+        (p.base + "unknown-callback", {"hub.mode": "denied", "hub.topic": p.topic}),
+        (callback, {"hub.mode": "denied", "hub.topic": p.topic + "x"}),
+    ]
+    for url, query in wrong:
+        assert (await get(url, **query))[0] == 404, query
+    assert (await p.state()).pending_mode == "subscribe"
+    assert await get(callback, **{"hub.mode": "subscribe"}, **challenge) == (200, "c-123")
+    assert (await get(callback, **{"hub.mode": "subscribe"}, **challenge))[0] == 404
+
+
+async def test_a_short_lease_is_renewed_before_it_ends(pushed: Callable[..., Any]) -> None:
+    p: Pushed = await pushed(max_lease=600)
+    await p.subscribe()
+    first = (await p.state()).subscribed_until
+    assert first == p.r.clock() + timedelta(seconds=600)
+    assert renew_margin(600) == 300
+    p.r.clock.advance(299)
+    assert await p.tick() == 0
+    p.r.clock.advance(2)
+    await p.subscribe()
+    assert [r["hub.mode"] for r in p.hub.requests] == ["subscribe", "subscribe"]
+    assert p.hub.requests[1]["hub.callback"] == p.hub.requests[0]["hub.callback"]
+    assert p.hub.requests[1]["hub.secret"] == p.hub.requests[0]["hub.secret"]
+    state = await p.state()
+    assert state.subscribed_until == p.r.clock() + timedelta(seconds=600) != first
+    assert (await p.source())[1] == state.subscribed_until
+    assert await p.r.app.store.websub_counts(now=p.r.clock()) == {"active": 1, "pending": 0}
+
+
+
+@pytest.mark.parametrize(("switch", "status"), [("refuse", 400), ("fail", 500)])
+async def test_a_refusing_or_failing_hub_leaves_the_source_polled_and_is_retried_later(
+    pushed: Callable[..., Any], switch: str, status: int
+) -> None:
+    p: Pushed = await pushed()
+    setattr(p.hub, switch, True)
+    failed_at = p.r.clock()
+    assert await p.tick() == 1
+    state = await p.state()
+    assert state.last_error is not None and f"HTTP {status}" in state.last_error
+    assert (state.subscribed_until, state.pending_mode) == (None, None)
+    next_poll, push_until = await p.source()
+    assert push_until is None
+    assert next_poll <= failed_at + timedelta(hours=1)  # not pushed out
+    # retried RETRY_FIRST after the failure, then after twice that
+    assert RETRY_FIRST == 300
+    p.r.clock.advance(299)
+    assert await p.tick() == 0
+    assert len(p.hub.requests) == 1
+    p.r.clock.advance(2)
+    assert await p.tick() == 1
+    assert len(p.hub.requests) == 2
+    p.r.clock.advance(599)
+    assert await p.tick() == 0
+    setattr(p.hub, switch, False)
+    p.r.clock.advance(2)
+    await p.subscribe()
+    assert len(p.hub.requests) == 3
+    state = await p.state()
+    assert state.last_error is None
+    assert state.subscribed_until == p.r.clock() + timedelta(seconds=REQUESTED_LEASE)
+
+
+async def test_polls_between_failed_requests_keep_the_normal_interval(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed()
+    p.hub.fail = True
+    assert await p.tick() == 1
+    await p.poll(HOUR)
+    next_poll, push_until = await p.source()
+    assert (next_poll, push_until) == (p.r.clock() + timedelta(hours=1), None)
+    assert "HTTP 500" in ((await p.state()).last_error or "")
+
+
+async def test_a_denied_renewal_sends_the_source_back_to_polling(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed(max_lease=7200)  # renewed an hour before it ends
+    await p.subscribe()
+    assert renew_margin(7200) == HOUR
+    assert await p.poll(HOUR) == 1  # pushed: the next poll is 3 h away
+    assert (await p.source())[0] == p.r.clock() + timedelta(hours=3)
+    p.hub.deny = True
+    assert await p.tick() == 1
+    await p.hub.wait_for_denials(1)
+    [denial] = p.hub.denials
+    assert (denial.mode, denial.status, denial.topic) == ("denied", 200, p.topic)
+    assert denial.callback == p.callback()
+    state = await p.state()
+    assert state.last_error is not None and "denied by the fake hub" in state.last_error
+    assert (state.subscribed_until, state.pending_mode) == (None, None)
+    next_poll, push_until = await p.source()
+    assert push_until is None and next_poll <= p.r.clock()
+    assert await p.poll() == 1
+    assert (await p.source())[0] == p.r.clock() + timedelta(hours=1)
+    assert await p.r.app.store.websub_counts(now=p.r.clock()) == {"active": 0, "pending": 0}
+
+
+async def test_a_hub_that_went_away_hands_the_source_back_to_polling(
+    pushed: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    p: Pushed = await pushed(max_lease=7200)
+    await p.subscribe()
+    lease_end = p.r.clock() + timedelta(seconds=7200)
+    assert await p.poll(HOUR) == 1  # pushed: the next poll is 3 h away
+    await p.hub.close()
+    assert await p.tick() == 1  # the renewal: connection refused
+    state = await p.state()
+    assert state.last_error is not None and "failed" in state.last_error, state.last_error
+    assert (state.pending_mode, state.subscribed_until) == (None, lease_end)
+    assert (await p.source())[1] == lease_end  # the lease still runs
+    # retried (5, 10, 20, 40 min apart); the first failure after the lease ended hands
+    # the source back to polling
+    requests = 1
+    while (await p.source())[1] is not None:
+        p.r.clock.advance(300)
+        requests += await p.tick()
+        assert p.r.clock() < lease_end + timedelta(hours=1)
+    assert requests == 5 and p.r.clock() > lease_end
+    assert (await p.source())[0] <= p.r.clock()
+    announce(feed_server, p.hub, [("a4", "Fourth story", "Newer"), *NEWS])
+    assert await p.poll() == 1
+    assert titles(p) == ["Third story", "Fourth story"]
+    assert (await p.source())[0] == p.r.clock() + timedelta(hours=1)
+
+
+async def test_a_safety_poll_finding_an_unpushed_item_resubscribes(
+    pushed: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    p: Pushed = await pushed()
+    await p.subscribe()
+    assert await p.poll(HOUR) == 1
+    announce(feed_server, p.hub, [("a4", "Fourth story", "Never pushed"), *NEWS])
+    assert await p.poll(3 * HOUR) >= 1
+    assert titles(p) == ["Third story", "Fourth story"]
+    state = await p.state()
+    assert state.last_error == "a poll found items the hub did not push"
+    assert state.subscribed_until is None
+    next_poll, push_until = await p.source()
+    assert push_until is None
+    assert next_poll <= p.r.clock() + timedelta(hours=1)
+    await p.subscribe()  # due at once: the hub is asked again
+    assert [r["hub.mode"] for r in p.hub.requests] == ["subscribe", "subscribe"]
+    assert (await p.state()).last_error is None
+    assert await p.poll(HOUR) <= 1
+    assert titles(p) == ["Third story", "Fourth story"]
+
+
+async def test_the_last_subscription_gone_unsubscribes_at_the_hub(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed()
+    await p.subscribe()
+    await p.r.app.store.sync_config_feeds([], now=p.r.clock())
+    assert await p.tick() == 1
+    await p.hub.wait_for_verifications(2)
+    request = p.hub.requests[-1]
+    assert request["hub.mode"] == "unsubscribe"
+    assert request["hub.callback"] == p.callback()
+    assert request["hub.topic"] == p.topic
+    assert p.hub.verifications[-1].mode == "unsubscribe" and p.hub.verifications[-1].echoed
+    assert p.hub.active(p.topic) == [] and p.hub.subscriptions == {}
+    assert await p.r.app.store.websub_counts(now=p.r.clock()) == {"active": 0, "pending": 0}
+    state = await p.state()
+    assert (state.subscribed_until, state.pending_mode, state.last_error) == (None, None, None)
+    assert (await p.source())[1] is None
+    assert await p.tick() == 0
+    # the row is gone: a distribution to the old callback is refused
+    assert await p.hub.publish(p.topic, atom(p.topic, [("a9", "Late")])) == []
+    assert await post(p.callback(), atom(p.topic, [("a9", "Late")])) == 410
+
+
+async def test_content_distributions_unknown_oversized_not_a_feed_and_signatures(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed(polling="max_body_bytes = 2048")
+    await p.subscribe()
+    secret = p.hub.requests[0]["hub.secret"]
+    body = atom(p.topic, [("a5", "Fifth story")])
+    assert await post(p.base + "no-such-callback", body) == 410
+
+    big = atom(p.topic, [("a6", "Huge story" + "x" * 3000)])
+    assert await p.hub.publish(p.topic, big) == [413]
+    # no Content-Length (chunked): cut off while reading
+    sig = "sha256=" + hmac.new(secret.encode(), big, hashlib.sha256).hexdigest()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 512):
+            yield big[start : start + 512]
+
+    async with aiohttp.ClientSession() as session, session.post(
+        p.callback(), data=chunks(), headers={"X-Hub-Signature": sig}
+    ) as resp:
+        assert resp.status == 413
+    assert await p.hub.publish(p.topic, b"this is not a feed") == [202]
+    assert await p.hub.publish(p.topic, b"", algorithm="sha512") == [202]
+    assert titles(p) == ["Third story"]
+    assert (await p.r.app.store.counts())["items"] == 3
+
+    assert await p.hub.publish(p.topic, body, algorithm="sha1") == [202]
+    assert await p.hub.publish(p.topic, atom(p.topic, [("a7", "Seventh")]), algorithm="sha512")
+    messages = await delivered(p.r, "news", 3)
+    assert [m.embeds[0]["title"] for m in messages] == ["Third story", "Fifth story", "Seventh"]
+    assert (await p.r.app.store.counts())["items"] == 5
+
+
+async def test_a_source_announcing_a_hub_from_its_first_poll_gets_only_new_items_pushed(
+    pushed: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    p: Pushed = await pushed()
+    # a second source, never polled, whose very first document names the hub
+    topic = feed_server.url("/hubbed.xml")
+    doc = feed([("b2", "Hubbed two", "x"), ("b1", "Hubbed one", "y")])
+    doc.headers["Link"] = f'<{p.hub.url}>; rel="hub", <{topic}>; rel="self"'
+    feed_server.docs["/hubbed.xml"] = doc
+    news = config_feeds(p.r.app.config)
+    await p.r.app.store.sync_config_feeds(
+        [*news, ConfigFeed(topic, news[0].target)], now=p.r.clock()
+    )
+    assert await p.tick() == 1  # the first source only: the new one has not been polled
+    await p.hub.wait_for_verifications(1)
+    assert [r["hub.topic"] for r in p.hub.requests] == [p.topic]
+    assert await p.poll() == 1  # its first poll: what is there counts as seen
+    assert titles(p) == ["Third story"]
+    await p.subscribe()
+    assert [r["hub.topic"] for r in p.hub.requests] == [p.topic, topic]
+    entries = [("b3", "Hubbed three"), ("b2", "Hubbed two"), ("b1", "Hubbed one")]
+    assert await p.hub.publish(topic, atom(topic, entries)) == [202]
+    messages = await delivered(p.r, "news", 2)
+    assert [m.embeds[0]["title"] for m in messages] == ["Third story", "Hubbed three"]
+
+
+async def test_a_feed_that_moves_to_another_hub_is_subscribed_there(
+    pushed: Callable[..., Any], hubs: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    p: Pushed = await pushed(max_lease=7200)
+    await p.subscribe()
+    moved: FakeHub = await hubs()
+    announce(feed_server, moved, [("a4", "Fourth story", "Moved"), *NEWS])
+    assert await p.poll(HOUR) == 1  # the poll sees the new hub (and the renewal is due)
+    assert (await p.state()).hub_url == moved.url
+    await p.tick()
+    await moved.wait_for_subscription(p.topic)
+    assert [r["hub.mode"] for r in moved.requests] == ["subscribe"]
+
+
+async def test_a_malformed_lease_in_a_verification_is_refused(
+    pushed: Callable[..., Any],
+) -> None:
+    p: Pushed = await pushed()
+    query = {"hub.mode": "subscribe", "hub.topic": p.topic, "hub.challenge": "c"}
+    assert (await get(p.base + "unknown", **query, **{"hub.lease_seconds": "x"}))[0] == 404
+    # "²".isdigit() is True but int("²") raises
+    assert (await get(p.base + "unknown", **query, **{"hub.lease_seconds": "²"}))[0] == 404
