@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config.toml
 CORPUS ?=
 
-.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-storage bench-scale constraints \
+.PHONY: demo run test lint typecheck pytest bench bench-deliver bench-latency bench-storage \
+	bench-scale constraints \
 	check status clean
 
 # constraints.txt pins every dependency to the versions the tests passed with; `make
@@ -60,6 +61,9 @@ bench: $(VENV)/.bench-installed
 
 bench-deliver: $(STAMP)
 	$(BIN)/python -m bench.deliver
+
+bench-latency: $(STAMP)
+	$(BIN)/python -m bench.latency
 
 bench-storage: $(STAMP)
 	$(BIN)/python -m bench.storage

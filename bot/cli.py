@@ -52,10 +52,10 @@ from bot.shaping import Shape, render_message
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
-from bot.staleness import WINDOW, stale_message, with_stale
+from bot.staleness import WINDOW, is_hook, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.filelock import running_relay, sqlite_path
-from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, Store
+from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, PushState, Store
 from bot.webhooks import WebhookURLError, parse_webhook_url
 from bot.websub import discover
 
@@ -501,6 +501,8 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
     to is never polled, and nothing is polled while feedhook is stopped."""
     if source.subscriptions == 0:
         return "not polled: no active subscription"
+    if is_hook(source.url):
+        return "an inbound hook: posts when a request comes"
     wait = 0 if source.next_poll_at is None else (source.next_poll_at - now).total_seconds()
     if wait >= 1:
         when = f"due in {_span(int(wait))}"
@@ -511,6 +513,25 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
     if running is False:
         return f"next poll {when} (feedhook is not running)"
     return f"next poll {when}"
+
+
+def _push_line(push: PushState, push_on: bool, now: datetime) -> str:
+    """What WebSub does for a source whose feed names a hub."""
+    hub = push.hub_url
+    if not push_on:
+        return f"  push: offers WebSub (hub {hub}); set http.public_url to be pushed its items\n"
+    if push.subscribed_until is not None and push.subscribed_until > now:
+        last = f", last push {_ago(push.last_push_at, now)}" if push.last_push_at else ""
+        renewing = "; renewing" if push.pending_mode else ""
+        return (
+            f"  push: subscribed at {hub}, lease ends in "
+            f"{_span(int((push.subscribed_until - now).total_seconds()))}{last}{renewing}\n"
+        )
+    if push.pending_mode:
+        return f"  push: waiting for {hub} to verify the {push.pending_mode} request\n"
+    if push.last_error:
+        return f"  push: not working ({push.last_error}); polled at the normal interval\n"
+    return f"  push: hub {hub}, subscribing shortly\n"
 
 
 def _process_line(process: ProcessInfo, now: datetime) -> str:
@@ -634,6 +655,7 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         times = await store.recent_item_times(per_source=WINDOW)
         now = datetime.now(UTC)
         live = await store.live_processes(now=now, dead_after=timedelta(seconds=DEAD_AFTER_SECONDS))
+        push = await store.push_states([h.source_id for h in health])
     finally:
         await db.dispose()
     database_file = sqlite_path(config.database.url)
@@ -700,6 +722,8 @@ async def print_status(config: Config, *, out: TextIO) -> None:
         )
         if source.last_error:
             out.write(f"  last error: {source.last_error}\n")
+        if (state_of_push := push.get(source.source_id)) and state_of_push.hub_url:
+            out.write(_push_line(state_of_push, bool(config.http.public_url), now))
         if source.stale:
             newest = max(times[source.source_id])
             label = source.title or source.url

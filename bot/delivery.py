@@ -349,9 +349,16 @@ class Deliverer:
     # -- scheduling ------------------------------------------------------------------
 
     async def tick(self) -> list[asyncio.Task[None]]:
+        """:meth:`_tick`; while it runs, :meth:`stop` knows to wait for it."""
+        self._ticking = asyncio.current_task()
+        try:
+            return await self._tick()
+        finally:
+            self._ticking = None
+
+    async def _tick(self) -> list[asyncio.Task[None]]:
         """Claim due deliveries while there is room and start sending them."""
         started: list[asyncio.Task[None]] = []
-        self._ticking = asyncio.current_task()
         while not self._stopping:
             free = self.settings.concurrency - len(self._in_flight)
             if free <= 0:

@@ -38,6 +38,7 @@ _MAX_ID = 200
 _NAME = re.compile(r"body(?:\.[A-Za-z0-9_-]+)*|headers\.[A-Za-z0-9_-]+")
 # JSON shown by {body} or a {body.x} holding an object: room for the code fence.
 _JSON_ROOM = CONTENT_MAX - 20
+_FENCE = re.compile("`{3,}")
 
 
 def new_token() -> str:
@@ -122,11 +123,14 @@ def _shown(node: Any) -> str | None:
         return "true" if node else "false"
     if isinstance(node, int | float):
         return json.dumps(node)
-    text = json.dumps(node, ensure_ascii=False, indent=2)
+    try:
+        text = json.dumps(node, ensure_ascii=False, indent=2)
+    except RecursionError:
+        return "(nested too deeply to show)"
     if len(text) > _JSON_ROOM:
         text = text[: _JSON_ROOM - 1] + "…"
-    # a fence inside the JSON would end the block early
-    return "```json\n" + text.replace("```", "`\u200b``") + "\n```"
+    # a run of three or more backticks inside the JSON would end the block early
+    return "```json\n" + _FENCE.sub(lambda m: "\u200b".join(m.group()), text) + "\n```"
 
 
 def render_hook(template: Template, body: Any, headers: Mapping[str, str]) -> str:

@@ -287,6 +287,14 @@ class Poller:
     # -- scheduling ----------------------------------------------------------------
 
     async def tick(self, *, keep: bool = True) -> list[asyncio.Task[PollResult]]:
+        """:meth:`_tick`; while it runs, :meth:`stop` knows to wait for it."""
+        self._ticking = asyncio.current_task()
+        try:
+            return await self._tick(keep=keep)
+        finally:
+            self._ticking = None
+
+    async def _tick(self, *, keep: bool = True) -> list[asyncio.Task[PollResult]]:
         """Claim due sources while there is room and start polling them.
 
         Returns the polls it started (``keep``), once nothing more is due; polls
@@ -296,7 +304,6 @@ class Poller:
         grew by ~9 MB per 10,000 polls (``make bench-scale``).
         """
         started: list[asyncio.Task[PollResult]] = []
-        self._ticking = asyncio.current_task()
         while not self._stopping:
             free = self.settings.concurrency - len(self._in_flight)
             if free <= 0:
@@ -527,7 +534,12 @@ class Poller:
             recorded.new_items
             and not first_poll
             and self._pushed(source)
-            and await self.store.websub_missed(source.id, now=self.clock())
+            and await self.store.websub_missed(
+                source.id,
+                now=self.clock(),
+                poll_at=self.clock()
+                + timedelta(seconds=source.interval_seconds or self.settings.interval),
+            )
         ):
             log.warning(
                 "push missed items url=%s source=%d new=%d reason=%s",

@@ -227,7 +227,9 @@ class PushEndpoints:
             return web.Response(status=404, text="")
         challenge = query.get("hub.challenge", "")
         lease_text = query.get("hub.lease_seconds", "")
-        lease = int(lease_text) if lease_text.isdigit() and len(lease_text) < 12 else None
+        # isdigit() alone admits "²", which int() refuses
+        digits = lease_text.isascii() and lease_text.isdigit() and len(lease_text) < 12
+        lease = int(lease_text) if digits else None
         if mode not in ("subscribe", "unsubscribe") or not topic or not challenge:
             return web.Response(status=404, text="")
         granted = lease or REQUESTED_LEASE
@@ -311,9 +313,15 @@ class PushEndpoints:
             return _json(413, {"status": "too large", "limit_bytes": MAX_BODY_BYTES})
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             self._count("hook", "not_json")
-            reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
+            reason = (
+                "not UTF-8"
+                if isinstance(exc, UnicodeDecodeError)
+                else "nested too deeply"
+                if isinstance(exc, RecursionError)
+                else "not JSON"
+            )
             return _json(400, {"status": f"the body is {reason}"})
         content = render_hook(_hook_template(info.template), body, request.headers)
         if not content:

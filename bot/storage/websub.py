@@ -102,6 +102,31 @@ class WebSubMixin(StoreBase):
                     )
                     .on_conflict_do_nothing(index_elements=["source_id"])
                 )
+            # A feed that moved to another hub or topic, or stopped naming one: its row
+            # lets go of the source (and is unsubscribed at the old hub); the next sweep
+            # subscribes the source where it points now.
+            moved = (
+                await conn.execute(
+                    select(websub.c.id, websub.c.source_id)
+                    .join(sources, sources.c.id == websub.c.source_id)
+                    .where(
+                        websub.c.pending_mode.is_(None),
+                        or_(
+                            sources.c.hub_url.is_(None),
+                            sources.c.topic_url.is_(None),
+                            sources.c.hub_url != websub.c.hub_url,
+                            sources.c.topic_url != websub.c.topic_url,
+                        ),
+                    )
+                )
+            ).all()
+            for row_id, source_id in moved:
+                await conn.execute(
+                    update(websub)
+                    .where(websub.c.id == row_id)
+                    .values(source_id=None, action_at=now)
+                )
+                await self._stop_pushing(conn, source_id, now)
             await conn.execute(
                 update(websub)
                 .where(
@@ -338,10 +363,10 @@ class WebSubMixin(StoreBase):
             update(websub).where(websub.c.id == target_id).values(last_push_at=now)
         )
 
-    async def websub_missed(self, source_id: int, *, now: datetime) -> bool:
+    async def websub_missed(self, source_id: int, *, now: datetime, poll_at: datetime) -> bool:
         """A poll found items the hub never pushed: the hub stopped delivering. The
-        source is polled at its normal interval and subscribed again now. True when the
-        source was pushed."""
+        source is polled at its normal interval again (next by ``poll_at``) and subscribed
+        again now. True when the source was pushed."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(websub)
@@ -353,18 +378,23 @@ class WebSubMixin(StoreBase):
                     last_error="a poll found items the hub did not push",
                 )
             )
-            await self._stop_pushing(conn, source_id, now)
+            await self._stop_pushing(conn, source_id, poll_at)
             return bool(result.rowcount)
 
-    async def _stop_pushing(self, conn: DbConnection, source_id: int, now: datetime) -> None:
-        """Back to polling at the normal interval, from now."""
+    async def _stop_pushing(self, conn: DbConnection, source_id: int, poll_at: datetime) -> None:
+        """Back to polling at the normal interval: a source that was pushed (its next poll
+        a safety interval away) is polled by ``poll_at``; one that was not keeps its time."""
         await conn.execute(
             update(sources)
             .where(sources.c.id == source_id)
             .values(
                 push_until=None,
                 next_poll_at=case(
-                    (sources.c.next_poll_at > now, now), else_=sources.c.next_poll_at
+                    (
+                        and_(sources.c.push_until.is_not(None), sources.c.next_poll_at > poll_at),
+                        poll_at,
+                    ),
+                    else_=sources.c.next_poll_at,
                 ),
             )
         )
