@@ -100,7 +100,7 @@ class Plan:
     hook_samples: int
 
 
-FULL = Plan(poll_feeds=40, poll_draws=2, push_feeds=10, push_samples=50, hooks=5, hook_samples=50)
+FULL = Plan(poll_feeds=100, poll_draws=2, push_feeds=10, push_samples=50, hooks=5, hook_samples=50)
 QUICK = Plan(poll_feeds=40, poll_draws=1, push_feeds=10, push_samples=20, hooks=5, hook_samples=20)
 
 
@@ -499,7 +499,7 @@ async def run(plan: Plan, seed: int) -> Outcome:
             subscribe_s = time.monotonic() - subscribing
             subscribe_note = (
                 f"{len(hub.requests)} subscribe requests, {scheduled_requests} of them by the "
-                f"scheduled tick; verified {subscribe_s:.1f} s after the first polls"
+                f"scheduled tick; verified {subscribe_s:.2f} s after the first polls"
             )
             push = await run_push(hub, push_feeds, plan.push_samples, markers)
             hooks = await run_hooks(f"http://127.0.0.1:{port}", tokens, plan.hook_samples, markers)
@@ -629,7 +629,7 @@ def report(outcome: Outcome) -> bool:
     )
     recorded, after = _split(outcome.push)
     print(
-        f"  push:    hub.publish -> callback answered {_p(recorded)}; -> accepted {_p(after)} "
+        f"  push:    hub.publish -> callback answered {_p(recorded)}; -> accepted {_p(after)}"
         f"\n           ({outcome.subscribe_note})"
     )
     answered, after = _split(outcome.hooks)

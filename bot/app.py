@@ -342,7 +342,13 @@ class App:
             ],
             now=self.clock(),
         )
-        if self.config.hooks and not self.config.http.listen:
+        if self.config.http.public_url and not self.config.http.listen:
+            log.warning(
+                "http.public_url is set but this process does not listen (http.listen is "
+                "empty): WebSub hubs and hook senders must reach another feedhook process "
+                "at that URL"
+            )
+        elif self.config.hooks and not self.config.http.listen:
             log.warning(
                 "[[hooks]] are configured but http.listen is empty: nothing receives their "
                 "requests; set http.listen (and put a reverse proxy in front of it)"

@@ -28,6 +28,7 @@ from typing import Literal
 from bot.models import SubscriptionState, WebhookTarget
 from bot.opml import ExportEntry, Outline
 from bot.services import FeedService, ServiceError, SourcePreview
+from bot.staleness import is_hook
 from bot.storage.store import FeedMeta, Store
 
 __all__ = [
@@ -311,7 +312,8 @@ async def export_entries(
     from the config file or ``feedhook import`` that has not posted yet) goes in
     "webhook <id>" (", thread <id>" added for a thread). Never the webhook's token or
     URL. Title: the source's title, else its URL; url: the source's own (canonical) URL;
-    site: its site link. A feed listed twice in one folder is written once.
+    site: its site link. A feed listed twice in one folder is written once; inbound
+    hooks are left out.
     """
     names = channel_names or {}
     entries: list[ExportEntry] = []
@@ -322,8 +324,8 @@ async def export_entries(
         else:
             thread = f", thread {thread_id}" if thread_id else ""
             folder = f"webhook {webhook_id}{thread}"
-        if (folder, url) in seen:
-            continue
+        if (folder, url) in seen or is_hook(url):
+            continue  # a hook is no feed: a feed reader could not read hook:N
         seen.add((folder, url))
         entries.append(ExportEntry(folder=folder, title=title or url, url=url, site=site))
     return entries

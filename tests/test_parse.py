@@ -391,6 +391,7 @@ def test_atom10_xml_base_and_relative_links() -> None:
         link="https://blog.example.org/journal/",
         icon="https://blog.example.org/favicon.ico",
         kind="atom",
+        self_url="https://blog.example.org/journal/atom.xml",  # rel="self": the WebSub topic
     )
     assert items(feed) == [
         Item(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -14,8 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.models import FeedInfo
+from bot.sources.jsonfeed import parse_json_feed
 from bot.websub import discover, parse_link_header, signature_matches
 from tests.conftest import FeedServer
 from tests.fakes.fake_hub import FakeHub
@@ -179,3 +182,55 @@ def test_signatures_of_every_method_the_spec_names(method: str) -> None:
     assert not signature_matches("s3cret", body + b" ", f"{method}={digest}")
     assert not signature_matches("s3cret", body, None)
     assert not signature_matches("s3cret", body, f"md5={digest}")
+
+
+async def test_pushed_requests_are_counted_in_metrics(
+    relay: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    port = free_port()
+    r: Relay = await relay(
+        {"news": ""},
+        config_extra=push_config(port),
+        inbound={"ci": f'token = "{TOKEN}"\ntemplate = "{{body.text}}"'},
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        for body in ({"text": "one"}, {"text": "two"}):
+            async with session.post(f"{base}/hooks/{TOKEN}", json=body) as resp:
+                assert resp.status == 202
+        async with session.post(f"{base}/hooks/{'u' * 40}", json={}) as resp:
+            assert resp.status == 404
+        async with session.post(f"{base}/websub/nobody", data=b"<feed/>") as resp:
+            assert resp.status == 410
+        async with session.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+    (family,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "feedhook_push_requests"
+    ]
+    counted = {
+        (s.labels["kind"], s.labels["outcome"]): s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert counted == {("hook", "accepted"): 2.0, ("hook", "unknown"): 1.0}
+    assert [m.content for m in await delivered(r, "ci", 2)] == ["one", "two"]
+
+
+def test_a_json_feed_names_its_websub_hub_and_topic() -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Harbour Notes",
+        "feed_url": "https://harbour.example/feed.json",
+        "hubs": [
+            {"type": "rssCloud", "url": "https://cloud.example/"},
+            {"type": "WebSub", "url": "https://hub.example/"},
+        ],
+        "items": [],
+    }
+    info = parse_json_feed(
+        json.dumps(doc).encode(), url="https://harbour.example/feed.json", headers={}
+    ).info
+    assert (info.hub, info.self_url) == (
+        "https://hub.example/",
+        "https://harbour.example/feed.json",
+    )

@@ -203,7 +203,11 @@ def built(feed: ParsedFeed) -> list[Item]:
 def test_json_feed_1_1() -> None:
     feed = parse_json_feed(json_feed_11(BASE), url=f"{BASE}/feed-1.1.json", headers={})
     assert feed.info == FeedInfo(
-        title="Harbour Notes", link=f"{BASE}/blog/", icon=f"{BASE}/icon.png", kind="json"
+        title="Harbour Notes",
+        link=f"{BASE}/blog/",
+        icon=f"{BASE}/icon.png",
+        kind="json",
+        self_url=f"{BASE}/feed-1.1.json",  # its feed_url: the WebSub topic
     )
     first, second = built(feed)
     assert first.key == "https://harbour.example/posts/2"
