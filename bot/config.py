@@ -250,6 +250,15 @@ class SourcesConfig(_Section):
         )
 
 
+def _checked_webhook(value: str) -> str:
+    """A webhook URL as typed, checked (its ValueError says what is wrong)."""
+    try:
+        parse_webhook_url(value)
+    except WebhookURLError as exc:
+        raise ValueError(str(exc)) from None
+    return value.strip()
+
+
 class FeedEntry(_Section):
     # A feed URL or any source form (x:handle, bsky:handle, @user@instance...); Config
     # replaces it by the source's canonical URL, checked against [sources.*].
@@ -311,11 +320,7 @@ class FeedEntry(_Section):
     @field_validator("webhook")
     @classmethod
     def _webhook_url(cls, value: str) -> str:
-        try:
-            parse_webhook_url(value)
-        except WebhookURLError as exc:
-            raise ValueError(str(exc)) from None
-        return value.strip()
+        return _checked_webhook(value)
 
     @property
     def target(self) -> WebhookTarget:
@@ -333,11 +338,7 @@ class HookEntry(_Section):
     @field_validator("webhook")
     @classmethod
     def _webhook_url(cls, value: str) -> str:
-        try:
-            parse_webhook_url(value)
-        except WebhookURLError as exc:
-            raise ValueError(str(exc)) from None
-        return value.strip()
+        return _checked_webhook(value)
 
     @field_validator("token")
     @classmethod

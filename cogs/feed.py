@@ -121,6 +121,20 @@ class Feeds(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
+    async def _begin_posting(
+        self,
+        interaction: Interaction,
+        channel: discord.abc.GuildChannel | discord.Thread | None,
+    ) -> PostTarget | None:
+        """For a command that sets up posting: the permission check, the channel to post
+        in (None, answered, when there is none) and the deferred answer."""
+        if not await _allowed(interaction):
+            return None
+        target_channel = await _post_target(interaction, channel)
+        if target_channel is not None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        return target_channel
+
     @feed.command(name="add", description="Post a feed's new items in a channel")
     @app_commands.describe(
         source="Feed or page URL, x:handle, bsky:handle, @user@instance, a YouTube or Reddit URL",
@@ -134,14 +148,11 @@ class Feeds(commands.Cog):
         channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None,
         backfill: app_commands.Range[int, 0, 10] = 0,
     ) -> None:
-        if not await _allowed(interaction):
+        target_channel = await self._begin_posting(interaction, channel)
+        if target_channel is None:
             return
         assert interaction.guild_id is not None
         assert self.bot.user is not None
-        target_channel = await _post_target(interaction, channel)
-        if target_channel is None:
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             await self.services.check_room(interaction.guild_id)
             preview = await self.services.preview(source)
@@ -188,14 +199,11 @@ class Feeds(commands.Cog):
         channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None,
         template: str | None = None,
     ) -> None:
-        if not await _allowed(interaction):
+        target_channel = await self._begin_posting(interaction, channel)
+        if target_channel is None:
             return
         assert interaction.guild_id is not None
         assert self.bot.user is not None
-        target_channel = await _post_target(interaction, channel)
-        if target_channel is None:
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             # refused (hooks off, a bad template, no room) before any webhook is made
             self.services.hook_template(template)

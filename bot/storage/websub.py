@@ -56,6 +56,25 @@ class PushState:
     last_push_at: datetime | None
 
 
+_PUSH_COLUMNS = (
+    sources.c.hub_url,
+    websub.c.expires_at,
+    websub.c.pending_mode,
+    websub.c.last_error,
+    websub.c.last_push_at,
+)
+
+
+def _push_state(row: Any) -> PushState:
+    return PushState(
+        hub_url=row.hub_url,
+        subscribed_until=row.expires_at,
+        pending_mode=row.pending_mode,
+        last_error=row.last_error,
+        last_push_at=row.last_push_at,
+    )
+
+
 def _active_subscription(source_id: Any) -> Exists:
     return exists().where(subscriptions.c.source_id == source_id, subscriptions.c.enabled.is_(True))
 
@@ -408,26 +427,13 @@ class WebSubMixin(StoreBase):
                 await conn.execute(
                     select(
                         sources.c.id,
-                        sources.c.hub_url,
-                        websub.c.expires_at,
-                        websub.c.pending_mode,
-                        websub.c.last_error,
-                        websub.c.last_push_at,
+                        *_PUSH_COLUMNS,
                     )
                     .select_from(sources.outerjoin(websub, websub.c.source_id == sources.c.id))
                     .where(sources.c.id.in_(list(source_ids)))
                 )
             ).all()
-        return {
-            int(r.id): PushState(
-                hub_url=r.hub_url,
-                subscribed_until=r.expires_at,
-                pending_mode=r.pending_mode,
-                last_error=r.last_error,
-                last_push_at=r.last_push_at,
-            )
-            for r in rows
-        }
+        return {int(r.id): _push_state(r) for r in rows}
 
     async def guild_push_states(self, guild_id: int) -> dict[int, PushState]:
         """Per subscription of the server whose source announces a hub, its WebSub state."""
@@ -436,11 +442,7 @@ class WebSubMixin(StoreBase):
                 await conn.execute(
                     select(
                         subscriptions.c.id,
-                        sources.c.hub_url,
-                        websub.c.expires_at,
-                        websub.c.pending_mode,
-                        websub.c.last_error,
-                        websub.c.last_push_at,
+                        *_PUSH_COLUMNS,
                     )
                     .select_from(
                         subscriptions.join(
@@ -450,16 +452,7 @@ class WebSubMixin(StoreBase):
                     .where(subscriptions.c.guild_id == guild_id, sources.c.hub_url.is_not(None))
                 )
             ).all()
-        return {
-            int(r.id): PushState(
-                hub_url=r.hub_url,
-                subscribed_until=r.expires_at,
-                pending_mode=r.pending_mode,
-                last_error=r.last_error,
-                last_push_at=r.last_push_at,
-            )
-            for r in rows
-        }
+        return {int(r.id): _push_state(r) for r in rows}
 
     async def websub_counts(self, *, now: datetime) -> dict[str, int]:
         """How many WebSub subscriptions are active (lease running) and pending."""
