@@ -587,7 +587,7 @@ def report(outcome: Outcome) -> bool:
         ("WebSub push (local hub)", outcome.push, 0.95, PUSH_GOAL),
         ("inbound webhook", outcome.hooks, 0.95, HOOK_GOAL),
     ]
-    header = f"{'scenario':<25} {'samples':>7}  {'p50':<22} {'p95':<22} {'goal':<14} result"
+    header = f"{'scenario':<25} {'samples':>12}  {'p50':<22} {'p95':<22} {'goal':<14} result"
     print()
     print(header)
     print("-" * len(header))
@@ -602,7 +602,7 @@ def report(outcome: Outcome) -> bool:
         count = f"{len(samples)}" + (f" ({lost} lost)" if lost else "")
         label = f"p{round(q * 100)} <= {goal:g} s"
         print(
-            f"{name:<25} {count:>7}  {_cell(p50, goal):<22} {_cell(p95, goal):<22} "
+            f"{name:<25} {count:>12}  {_cell(p50, goal):<22} {_cell(p95, goal):<22} "
             f"{label:<14} {'met' if ok else 'MISSED'}"
         )
     print()

@@ -30,6 +30,8 @@ from bot.hooks import (
     render_hook,
 )
 from bot.render import CONTENT_MAX, utf16_len
+from bot.storage.db import Database
+from bot.storage.store import ConfigHook, Store
 from bot.templates import TemplateError
 from tests.conftest import POSTGRES_URL, T0
 from tests.relay import Relay
@@ -557,3 +559,21 @@ async def test_two_apps_on_one_database_share_delivery_ids_and_the_rate(
         assert contents == ["shared", "next minute"]
     finally:
         await second.stop()
+
+
+@needs_postgres
+async def test_processes_starting_together_make_a_new_config_hook_once(pg_database: str) -> None:
+    """Two stores syncing the same new [[hooks]] entry at once (two processes starting):
+    the config sync lock makes them take turns, so both find one hook."""
+    for attempt in range(10):
+        databases = [Database(pg_database) for _ in range(2)]
+        try:
+            await databases[0].upgrade()
+            entry = ConfigHook(f"{attempt:064d}", "{body.text}")
+            urls = await asyncio.gather(
+                *(Store(db).sync_config_hooks([entry], now=T0) for db in databases)
+            )
+            assert urls[0] == urls[1]
+        finally:
+            for db in databases:
+                await db.dispose()

@@ -25,9 +25,14 @@ from tests.test_push import atom, free_port
 
 GUILD, NEWS = 950_000_000_000_000_001, 950_000_000_000_000_010
 HOOK_TOKEN = "h00k-t0ken-" + "k" * 29  # 40 characters
-# The subscriber looks every 30 s, the first time at start: before the first poll has
-# found the hub, so the subscription is made on the next look, about 30 s in.
+# The subscriber looks every 30 s, the first time at start; the hub is announced after
+# that, so the subscription is made on the next look, about 30 s in.
 SUBSCRIBED_WITHIN = 45.0
+INITIALIZED = "SELECT count(*) FROM sources WHERE initialized"
+
+
+async def is_(url: str, sql: str, expected: int) -> bool:
+    return await query(url, sql) == [(expected,)]
 
 
 def config_file(
@@ -145,11 +150,8 @@ async def test_websub_across_processes(
         fake.add_channel(NEWS, guild_id=GUILD, name="news")
         webhook, _ = fake.add_webhook(NEWS, guild_id=GUILD)
         topic = feed_server.url("/news.xml")
-        feed_server.docs["/news.xml"] = Doc(
-            atom(topic, [("a2", "Second story"), ("a1", "First story")]),
-            content_type="application/atom+xml",
-            headers={"Link": f'<{hub.url}>; rel="hub", <{topic}>; rel="self"'},
-        )
+        first_doc = atom(topic, [("a2", "Second story"), ("a1", "First story")])
+        feed_server.docs["/news.xml"] = Doc(first_doc, content_type="application/atom+xml")
         config = config_file(
             tmp_path,
             pg_database,
@@ -161,9 +163,24 @@ async def test_websub_across_processes(
         try:
             started = time.monotonic()
             a, b = await start_two(runs, pa, pb)
-            subscription = await hub.wait_for_subscription(topic, timeout=SUBSCRIBED_WITHIN)
+            # The hub is announced once the first poll is done (and with a new entry: a
+            # document whose entries did not change is not looked at again), so both
+            # processes' subscribers, started together, find it on their look at 30 s.
+            await eventually(lambda: is_(pg_database, INITIALIZED, 1))
+            assert fake.messages(webhook_id=webhook) == []  # a first poll posts nothing
+            third = [("a3", "Third story"), ("a2", "Second story"), ("a1", "First story")]
+            feed_server.docs["/news.xml"] = Doc(
+                atom(topic, third),
+                content_type="application/atom+xml",
+                headers={"Link": f'<{hub.url}>; rel="hub", <{topic}>; rel="self"'},
+            )
+            await fake.wait_for_messages(1, webhook_id=webhook, within=15)
+            assert await query(pg_database, "SELECT hub_url FROM sources") == [(hub.url,)]
+            subscription = await hub.wait_for_subscription(
+                topic, timeout=SUBSCRIBED_WITHIN - (time.monotonic() - started)
+            )
             subscribed_after = time.monotonic() - started
-            # both processes' looks (30 s apart, from their starts) have run by now
+            # both processes' looks at 30 s (their starts were close) have run by now
             await asyncio.sleep(3)
             assert len(hub.requests) == 1, hub.requests
             (request,) = hub.requests
@@ -184,20 +201,19 @@ async def test_websub_across_processes(
             assert verification.callback.startswith(f"http://127.0.0.1:{pa}/websub/")
             assert f"websub subscribed topic={topic}" in runs.log(a)
             assert "websub subscribed" not in runs.log(b)
-            assert fake.messages(webhook_id=webhook) == []  # the first poll posts nothing
 
-            body = atom(topic, [("a3", "Pushed story"), ("a2", "Second story")])
+            body = atom(topic, [("a4", "Pushed story"), *third])
             assert await hub.publish(topic, body) == [202]
-            await fake.wait_for_messages(1, webhook_id=webhook, within=15)
+            await fake.wait_for_messages(2, webhook_id=webhook, within=15)
             await asyncio.sleep(2)  # room for a duplicate to show up
             titles = [m.embeds[0]["title"] for m in fake.messages(webhook_id=webhook)]
-            assert titles == ["Pushed story"]
+            assert titles == ["Third story", "Pushed story"]
 
             # the hub delivers the same document again: nothing new
             assert await hub.publish(topic, body) == [202]
             await asyncio.sleep(2)
             titles = [m.embeds[0]["title"] for m in fake.messages(webhook_id=webhook)]
-            assert titles == ["Pushed story"]
+            assert titles == ["Third story", "Pushed story"]
             assert len(hub.requests) == 1
         finally:
             await runs.stop()

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import Item, SocialPost
@@ -41,6 +42,9 @@ hooks = HookRow.__table__  # type: ignore[attr-defined]
 MAX_STORED_SUMMARY = 16_000
 MAX_ERROR_TEXT = 500
 REMOVED_FROM_CONFIG = "removed from the config file"
+# PostgreSQL: the config sync ([[feeds]], [[hooks]]) runs under this transaction-level
+# advisory lock, so processes started together upsert the same rows one after the other.
+CONFIG_SYNC_LOCK = select(func.pg_advisory_xact_lock(0x66687379_6E63))
 
 
 class StoreBase:

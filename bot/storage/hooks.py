@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, delete, exists, select, update
 
 from bot.models import Item
-from bot.storage._common import hooks, sources, subscriptions
+from bot.storage._common import CONFIG_SYNC_LOCK, hooks, sources, subscriptions
+from bot.storage.db import DbConnection
 from bot.storage.items import ItemsMixin, PollRecord
 from bot.storage.sources import HOOK_PREFIX, PollOutcome, SourcesMixin
 
@@ -40,54 +41,64 @@ class HooksMixin(ItemsMixin, SourcesMixin):
     ) -> str:
         """A new hook; returns its source's URL (``hook:N``) to subscribe a webhook to."""
         async with self.db.write() as conn:
-            hook_id = (
-                await conn.execute(
-                    self._insert(hooks)
-                    .values(
-                        token_hash=token_hash,
-                        template=template,
-                        origin=origin,
-                        rate_count=0,
-                        created_at=now,
-                    )
-                    .returning(hooks.c.id)
+            return await self._create_hook(conn, token_hash, template, origin, now)
+
+    async def _create_hook(
+        self, conn: DbConnection, token_hash: str, template: str, origin: str, now: datetime
+    ) -> str:
+        hook_id = (
+            await conn.execute(
+                self._insert(hooks)
+                .values(
+                    token_hash=token_hash,
+                    template=template,
+                    origin=origin,
+                    rate_count=0,
+                    created_at=now,
                 )
-            ).scalar_one()
-            url = f"{HOOK_PREFIX}{hook_id}"
-            source_id = await self._ensure_source(conn, url, now)
-            await conn.execute(
-                update(hooks).where(hooks.c.id == hook_id).values(source_id=source_id)
+                .returning(hooks.c.id)
             )
-            await conn.execute(
-                update(sources).where(sources.c.id == source_id).values(next_poll_at=NEVER)
-            )
-            return url
+        ).scalar_one()
+        url = f"{HOOK_PREFIX}{hook_id}"
+        source_id = await self._ensure_source(conn, url, now)
+        await conn.execute(update(hooks).where(hooks.c.id == hook_id).values(source_id=source_id))
+        await conn.execute(
+            update(sources).where(sources.c.id == source_id).values(next_poll_at=NEVER)
+        )
+        return url
 
     async def sync_config_hooks(self, entries: Sequence[ConfigHook], *, now: datetime) -> list[str]:
         """The ``[[hooks]]`` of the config file, by token: made when new, their template
         updated. Returns each entry's source URL, in order (the config sync then
-        subscribes its webhook, and disables the subscriptions of entries gone)."""
+        subscribes its webhook, and disables the subscriptions of entries gone).
+
+        In one transaction, under the config sync's advisory lock on PostgreSQL: processes
+        started together would otherwise both make the same new hook, and one would fail."""
         urls: list[str] = []
-        for entry in entries:
-            async with self.db.write() as conn:
+        if not entries:
+            return urls
+        async with self.db.write() as conn:
+            if self.db.dialect == "postgresql":
+                await conn.execute(CONFIG_SYNC_LOCK)
+            for entry in entries:
                 row = (
                     await conn.execute(
                         select(hooks.c.id).where(hooks.c.token_hash == entry.token_hash)
                     )
                 ).first()
-                if row is not None:
-                    await conn.execute(
-                        update(hooks)
-                        .where(hooks.c.id == row.id)
-                        .values(template=entry.template, origin="config")
+                if row is None:
+                    urls.append(
+                        await self._create_hook(
+                            conn, entry.token_hash, entry.template, "config", now
+                        )
                     )
-                    urls.append(f"{HOOK_PREFIX}{row.id}")
                     continue
-            urls.append(
-                await self.create_hook(
-                    token_hash=entry.token_hash, template=entry.template, origin="config", now=now
+                await conn.execute(
+                    update(hooks)
+                    .where(hooks.c.id == row.id)
+                    .values(template=entry.template, origin="config")
                 )
-            )
+                urls.append(f"{HOOK_PREFIX}{row.id}")
         return urls
 
     async def hook_by_token_hash(self, token_hash: str) -> HookInfo | None:

@@ -13,6 +13,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from bot.models import SubscriptionState, SubscriptionView, WebhookTarget
 from bot.storage._common import (
+    CONFIG_SYNC_LOCK,
     MAX_ERROR_TEXT,
     REMOVED_FROM_CONFIG,
     outbox,
@@ -47,7 +48,7 @@ class SubscriptionsMixin(ItemsMixin, SourcesMixin, DeliveryLogMixin):
         would otherwise insert the same subscription at once and one would fail."""
         async with self.db.write() as conn:
             if self.db.dialect == "postgresql":
-                await conn.execute(_CONFIG_SYNC_LOCK, {"b_key": CONFIG_SYNC_LOCK_KEY})
+                await conn.execute(CONFIG_SYNC_LOCK)
             keep: set[int] = set()
             for feed in feeds:
                 source_id = await self._ensure_source(conn, feed.url, now)
@@ -557,10 +558,6 @@ def _same_target(
 
 
 # -- statements built once (why: see _common.py) ---------------------------------------
-
-# pg_advisory_xact_lock key for the config sync ("fhsync" in ASCII).
-CONFIG_SYNC_LOCK_KEY = 0x66687379_6E63
-_CONFIG_SYNC_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key")))
 
 
 _LEARN_CHANNEL = (
