@@ -78,8 +78,9 @@ def _log_bot_exit(task: asyncio.Task[None]) -> None:
 
 USER_AGENT = f"feedhook/{__version__} (+https://github.com/feedhook/feedhook)"
 # How often the scheduler looks for due sources; polls themselves follow each
-# source's own interval, so this only bounds how late a due poll can start.
-MAX_TICK_SECONDS = 5.0
+# source's own interval, so this only bounds how late a due poll can start: on average
+# half of it is added to the time an item waits for its poll (make bench-latency).
+MAX_TICK_SECONDS = 2.0
 DELIVERY_TICK_SECONDS = 0.5
 STALE_CHECK_SECONDS = 600.0
 # Notices (failing for a day, working again, stale) are judged in hours: a look every
@@ -280,7 +281,11 @@ class App:
             max_push_bytes=config.polling.max_body_bytes,
             clock=clock,
             metrics=self.metrics,
+            # only a process that delivers takes what it queued at once
+            queued=self.deliverer.wake if "delivery" in self.roles else None,
         )
+        if "delivery" in self.roles:
+            self.poller.queued = self.deliverer.wake
         self.websub = (
             WebSubSubscriber(
                 self.store, self.fetcher, public_url=config.http.public_url, clock=clock

@@ -321,6 +321,9 @@ class Deliverer:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
         self._ticking: asyncio.Task[object] | None = None
+        self._tick_lock = asyncio.Lock()
+        self._wake_again = False
+        self._wakes: set[asyncio.Task[list[asyncio.Task[None]]]] = set()
         # One request at a time per webhook: Discord's bucket is per webhook anyway,
         # and a webhook found dead must not get a second request already in flight.
         self._webhook_locks: dict[int, asyncio.Lock] = {}
@@ -349,12 +352,37 @@ class Deliverer:
     # -- scheduling ------------------------------------------------------------------
 
     async def tick(self) -> list[asyncio.Task[None]]:
-        """:meth:`_tick`; while it runs, :meth:`stop` knows to wait for it."""
-        self._ticking = asyncio.current_task()
-        try:
-            return await self._tick()
-        finally:
-            self._ticking = None
+        """:meth:`_tick`, one at a time (the timer's and :meth:`wake`'s); while it runs,
+        :meth:`stop` knows to wait for it. A wake that came during a tick runs one more."""
+        async with self._tick_lock:
+            if self._stopping:  # a wake that started after stop(): the database may be gone
+                return []
+            self._ticking = asyncio.current_task()
+            try:
+                started = await self._tick()
+                while self._wake_again and not self._stopping:
+                    self._wake_again = False
+                    started += await self._tick()
+                return started
+            finally:
+                self._ticking = None
+
+    def wake(self) -> None:
+        """Items were just queued in this process (a poll, a push, a hook): claim them now
+        instead of at the next timer tick, up to half a second later."""
+        if self._stopping or self._session is None:
+            return
+        if self._tick_lock.locked():
+            self._wake_again = True
+            return
+        task = asyncio.create_task(self.tick(), name="deliver-wake")
+        self._wakes.add(task)
+        task.add_done_callback(self._woken)
+
+    def _woken(self, task: asyncio.Task[list[asyncio.Task[None]]]) -> None:
+        self._wakes.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("delivery tick failed: %s", error, exc_info=error)
 
     async def _tick(self) -> list[asyncio.Task[None]]:
         """Claim due deliveries while there is room and start sending them."""

@@ -267,6 +267,8 @@ class Poller:
         # This process's row in `processes` (set by the app): claims carry it, so the
         # others free them as soon as this process stops beating.
         self.process_id: int | None = None
+        # Called when a poll or a push queued deliveries (the app wakes its deliverer).
+        self.queued: Callable[[], None] = lambda: None
         self._in_flight: dict[int, asyncio.Task[PollResult]] = {}
         # Outcomes without new items, written in batches by flush().
         self._outcomes: list[PollOutcome] = []
@@ -507,6 +509,8 @@ class Poller:
                 keys=(*document.keys, *document.link_counts) or None,
             )
         )
+        if recorded.queued:
+            self.queued()
         if not first_poll and recorded.chosen > cap:
             log.warning(
                 "flood cap url=%s source=%d new=%d posting=%d reason=%s",
@@ -616,6 +620,8 @@ class Poller:
                 pushed=True,
             )
         )
+        if recorded.queued:
+            self.queued()
         if recorded.new_items:
             log.info(
                 "new items url=%s source=%d new=%d queued=%d via=websub",

@@ -275,16 +275,15 @@ class PushEndpoints:
             self._count("websub", "bad_signature")
             return web.Response(status=202, text="")
         try:
-            queued = await self.poller.record_push(target, body, request.headers)
+            await self.poller.record_push(target, body, request.headers)
         except ParseError as exc:
             log.warning("websub push ignored url=%s reason=%s", target.source_url, exc)
             self._count("websub", "not_a_feed")
             return web.Response(status=202, text="")
         # anything else (the database) answers 500: the hub delivers it again later
+        # (the poller's record path woke the deliverer when it queued something)
         await self.store.note_push(target.id, now=self.clock())
         self._count("websub", "accepted")
-        if queued:
-            self._queued()
         return web.Response(status=202, text="")
 
     # -- inbound hooks --------------------------------------------------------------
