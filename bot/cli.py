@@ -501,8 +501,6 @@ def _next_poll(source: SourceHealth, running: bool | None, now: datetime) -> str
     to is never polled, and nothing is polled while feedhook is stopped."""
     if source.subscriptions == 0:
         return "not polled: no active subscription"
-    if is_hook(source.url):
-        return "an inbound hook: posts when a request comes"
     wait = 0 if source.next_poll_at is None else (source.next_poll_at - now).total_seconds()
     if wait >= 1:
         when = f"due in {_span(int(wait))}"
@@ -714,6 +712,15 @@ async def print_status(config: Config, *, out: TextIO) -> None:
             if part
         )
         out.write(f"\n[{source.source_id}] {source.title or source.url}\n")
+        if is_hook(source.url):
+            out.write(
+                f"  inbound hook (POST {{http.public_url}}/hooks/{{token}}); last request "
+                f"{_ago(source.newest_item_at, now)}; {tally}\n"
+            )
+            for sub in subs:
+                if not sub.active:
+                    out.write(_subscription_line(sub, now))
+            continue
         out.write(f"  url: {source.url}\n")
         out.write(
             f"  {state}; last success {_ago(source.last_success_at, now)}; "
