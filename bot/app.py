@@ -758,9 +758,11 @@ class App:
             # No new ticks; the ones running finish inside the stops below (shutting
             # the scheduler down first would cancel them halfway through a query).
             self.scheduler.pause()
-        # Both stop claiming at once; requests in flight get the grace period.
+        # They all stop claiming at once; requests in flight get the grace period.
         await asyncio.gather(
-            self.poller.stop(grace=STOP_TIMEOUT - 3), self.deliverer.stop(grace=STOP_TIMEOUT - 3)
+            self.poller.stop(grace=STOP_TIMEOUT - 3),
+            self.deliverer.stop(grace=STOP_TIMEOUT - 3),
+            *([self.websub.stop(grace=STOP_TIMEOUT - 3)] if self.websub is not None else []),
         )
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -30,7 +30,8 @@ MAX_BODY_BYTES: Final = 256 * 1024
 # as JSON until the admin writes a template.
 DEFAULT_TEMPLATE: Final = "{body.content|body.text|body.message|body}"
 # Headers whose value identifies one delivery: a sender's retry carries the same one.
-DELIVERY_ID_HEADERS: Final = ("X-GitHub-Delivery", "X-Request-Id", "Idempotency-Key")
+# (Idempotency-Key before X-Request-Id: a proxy may stamp a new request id on each try.)
+DELIVERY_ID_HEADERS: Final = ("X-GitHub-Delivery", "Idempotency-Key", "X-Request-Id")
 # Headers naming the kind of event (the item's title, in the delivery log).
 EVENT_HEADERS: Final = ("X-GitHub-Event", "X-Gitlab-Event", "X-Event-Key", "X-Event-Type")
 SOURCE_PREFIX: Final = "hook:"
@@ -133,9 +134,19 @@ def _shown(node: Any) -> str | None:
     return "```json\n" + _FENCE.sub(lambda m: "\u200b".join(m.group()), text) + "\n```"
 
 
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (JSON's "\\ud800", a header's undecodable bytes)
+    replaced by U+FFFD: they cannot be stored or sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def render_hook(template: Template, body: Any, headers: Mapping[str, str]) -> str:
     """The message content a request maps to, within Discord's limit ("" if blank)."""
-    text = template.render(RequestValues(body, headers)).strip()
+    text = valid_text(template.render(RequestValues(body, headers))).strip()
     return truncate(text, CONTENT_MAX) if text else ""
 
 
@@ -157,15 +168,15 @@ def hook_item(
     """The item a request becomes: keyed by its delivery id (a retry is the same item),
     else unique; its summary is the message content."""
     given = delivery_id(headers)
-    key = f"delivery:{given}" if given else f"post:{uuid.uuid4().hex}"
+    key = f"delivery:{valid_text(given)}" if given else f"post:{uuid.uuid4().hex}"
     lowered = {k.lower(): v for k, v in headers.items()}
     event = next((lowered[h.lower()] for h in EVENT_HEADERS if lowered.get(h.lower())), "")
-    title = inline(event)[:100] if event else f"POST to hook:{hook_id}"
+    title = valid_text(inline(event))[:100] if event else f"POST to hook:{hook_id}"
     return Item(
         key=key,
         title=title,
         link=None,
-        summary=content,
+        summary=valid_text(content),
         author=None,
         published=received_at,
         image=None,

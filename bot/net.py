@@ -349,6 +349,10 @@ def _http_advice(status: int, retry_after: float | None) -> str:
 # Fetcher
 
 
+# Redirects a POST to a hub may take (307 / 308 only).
+_POST_REDIRECTS = 3
+
+
 @dataclass
 class _Hop:
     """Per-fetch state shared by the redirect loop and the error translation."""
@@ -530,12 +534,20 @@ class Fetcher:
             current = URL(url).with_fragment(None)
         except (ValueError, TypeError) as exc:
             raise FetchError("scheme", f"{url.partition('?')[0]!r} is not a valid URL") from exc
-        hop = _Hop(current)
-        self._check_url(hop)
         try:
-            async with session.post(current, data=dict(form), allow_redirects=False) as resp:
-                text = (await resp.content.read(2048)).decode("utf-8", "replace")
-                return resp.status, " ".join(text.split())[:300]
+            # 307 and 308 keep the method and body (a hub that moved): followed, each hop
+            # checked like a fetch's; anything else is the hub's answer.
+            for index in range(_POST_REDIRECTS + 1):
+                hop = _Hop(current, index)
+                self._check_url(hop)
+                async with session.post(current, data=dict(form), allow_redirects=False) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in (307, 308) and location and index < _POST_REDIRECTS:
+                        current = current.join(URL(location)).with_fragment(None)
+                        continue
+                    text = (await resp.content.read(2048)).decode("utf-8", "replace")
+                    return resp.status, " ".join(text.split())[:300]
+            raise AssertionError("unreachable: the last hop returns")
         except TimeoutError as exc:
             raise self._timeout_error(current) from exc
         except aiohttp.ClientConnectorDNSError as exc:

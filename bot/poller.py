@@ -59,6 +59,11 @@ _METRIC_OUTCOMES: Final = {
 }
 
 
+# A pushed entry dated this long before the source's newest item is an edit of an old
+# one (hubs push updates too), not a new item.
+PUSH_BACKDATE_SLACK: Final = timedelta(days=1)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -601,10 +606,18 @@ class Poller:
         """Items a WebSub hub pushed for ``target``'s source: parsed, checked against what
         the source has and queued exactly as a poll's (an item that arrives by push and
         by poll is posted once). Returns the items queued; raises ParseError for a body
-        that is not a feed."""
-        parsed = await in_cpu_thread(parse_feed, body, url=target.topic_url, headers=headers)
-        counts = link_counts(parsed.entries)
-        built = await in_cpu_thread(build_items, parsed, list(parsed.entries), counts)
+        that is not a feed.
+
+        Parsed against the source's own URL (not the topic's) so that an entry without a
+        guid gets the key a poll gives it. A pushed document holds only some entries, so
+        whether a link is shared by several entries of the feed cannot be told: pushed
+        items are matched by key alone. Entries dated well before the newest item the
+        source had are updates of old ones (YouTube's hub pushes edits): left to polls."""
+        parsed = await in_cpu_thread(parse_feed, body, url=target.source_url, headers=headers)
+        built = await in_cpu_thread(build_items, parsed, list(parsed.entries), {})
+        if target.newest_item_at is not None:
+            oldest = target.newest_item_at - PUSH_BACKDATE_SLACK
+            built = [i for i in built if i.published is None or i.published >= oldest]
         first_poll = not target.initialized
         now = self.clock()
         recorded = await self._records.submit(

@@ -35,6 +35,7 @@ from bot.sources.feed import ParseError
 from bot.storage.store import Store, WebSubRequest
 from bot.templates import Template, TemplateError
 from bot.websub import (
+    MAX_LEASE,
     REQUESTED_LEASE,
     VERIFY_TIMEOUT,
     callback_url,
@@ -77,9 +78,30 @@ class WebSubSubscriber:
         self.public_url = public_url
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self._stopping = False
+        self._ticking: asyncio.Task[object] | None = None
+
+    async def stop(self, grace: float) -> None:
+        """No new looks; a look making requests gets ``grace`` seconds to finish them (the
+        fetcher and the database close after this)."""
+        self._stopping = True
+        tick = self._ticking
+        if tick is not None and tick is not asyncio.current_task() and not tick.done():
+            await asyncio.wait([tick], timeout=grace)
+            if not tick.done():
+                tick.cancel()
 
     async def tick(self) -> int:
         """One look; returns the requests made. Errors are logged, never raised."""
+        if self._stopping:
+            return 0
+        self._ticking = asyncio.current_task()
+        try:
+            return await self._tick()
+        finally:
+            self._ticking = None
+
+    async def _tick(self) -> int:
         try:
             now = self.clock()
             await self.store.websub_sweep(
@@ -113,6 +135,11 @@ class WebSubSubscriber:
             status, text = await self.fetcher.post_form(request.hub_url, form)
         except FetchError as exc:
             error = str(exc)
+        except Exception as exc:
+            if self._stopping:
+                return  # the fetcher closed under it: the row's verify timeout retries it
+            log.exception("websub: the request to the hub failed hub=%s", request.hub_url)
+            error = f"internal error: {type(exc).__name__}"
         else:
             if 200 <= status < 300:
                 log.info(
@@ -123,6 +150,8 @@ class WebSubSubscriber:
                     " (renewal)" if request.renewal else "",
                 )
                 return
+            # the hub's text may echo the form: never its secret
+            text = text.replace(request.secret, "…")
             error = f"the hub answered HTTP {status}" + (f": {text}" if text else "")
         log.warning(
             "websub %s failed hub=%s topic=%s error=%s%s",
@@ -229,7 +258,7 @@ class PushEndpoints:
         lease_text = query.get("hub.lease_seconds", "")
         # isdigit() alone admits "²", which int() refuses
         digits = lease_text.isascii() and lease_text.isdigit() and len(lease_text) < 12
-        lease = int(lease_text) if digits else None
+        lease = min(int(lease_text), MAX_LEASE) if digits else None
         if mode not in ("subscribe", "unsubscribe") or not topic or not challenge:
             return web.Response(status=404, text="")
         granted = lease or REQUESTED_LEASE

@@ -338,7 +338,7 @@ class FeedService:
         await self.store.delete_subscription(guild_id, view.id)
         if is_hook(view.source_url):
             # its token must stop working: the hook goes with its last subscription
-            await self.store.delete_orphan_hooks()
+            await self.store.delete_orphan_hook(view.source_url)
         log.info("subscription removed guild=%d subscription=%d", guild_id, view.id)
         return view
 
@@ -387,7 +387,7 @@ class FeedService:
             now=now,
         )
         if sub_id is None:  # a new source cannot have subscriptions; never leave a live token
-            await self.store.delete_orphan_hooks()
+            await self.store.delete_orphan_hook(url)
             raise ServiceError("Could not make the hook; try again.")
         log.info(
             "hook added guild=%d channel=%d subscription=%d source=%s",

@@ -18,6 +18,8 @@ from bot.models import FeedInfo
 
 # What we ask hubs for (they may grant less): ten days, the common hubs' own default.
 REQUESTED_LEASE: Final = 864_000
+# The longest lease taken as granted (a hub's "ten years" would keep a dead one).
+MAX_LEASE: Final = 365 * 86_400
 # A hub that has not verified a request this long after it was sent never will.
 VERIFY_TIMEOUT: Final = 300.0
 # Retries of a refused or failed request: 5 minutes, doubling, at most a day apart.
@@ -91,8 +93,9 @@ def signature_matches(secret: str, body: bytes, header: str | None) -> bool:
     digest = SIGNATURE_METHODS.get(method.strip().lower())
     if digest is None:
         return False
-    expected = hmac.new(secret.encode(), body, digest).hexdigest()
-    return hmac.compare_digest(expected, given.strip().lower())
+    expected = hmac.new(secret.encode(), body, digest).hexdigest().encode()
+    # bytes: compare_digest refuses str holding anything but ASCII (a hostile header)
+    return hmac.compare_digest(expected, given.strip().lower().encode("utf-8", "replace"))
 
 
 def new_secret() -> str:

@@ -36,6 +36,7 @@ from bot.templates import TemplateError
 from tests.conftest import POSTGRES_URL, T0
 from tests.relay import Relay
 from tests.test_push import delivered, free_port, push_config
+from tests.test_websub import status_of
 
 TOKEN = "ci-hook-token-" + "k" * 30  # 44 characters, letters, digits and "-"
 OTHER_TOKEN = "other-hook-token-" + "q" * 30
@@ -170,7 +171,8 @@ def test_delivery_id_header_precedence() -> None:
     assert (
         delivery_id({"X-GitHub-Delivery": "g", "X-Request-Id": "r", "Idempotency-Key": "k"}) == "g"
     )
-    assert delivery_id({"X-Request-Id": "r", "Idempotency-Key": "k"}) == "r"
+    # a proxy may stamp a fresh X-Request-Id on each try: the sender's key wins
+    assert delivery_id({"X-Request-Id": "r", "Idempotency-Key": "k"}) == "k"
     assert delivery_id({"idempotency-key": "k"}) == "k"
     assert delivery_id({"x-github-delivery": "  ", "X-Request-Id": "r"}) == "r"
     assert delivery_id({"X-Other": "o"}) is None
@@ -577,3 +579,20 @@ async def test_processes_starting_together_make_a_new_config_hook_once(pg_databa
         finally:
             for db in databases:
                 await db.dispose()
+
+
+async def test_undecodable_bytes_in_a_hook_request_are_posted_replaced(
+    start_hooks: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    r, port = await start_hooks({"ci": entry(TOKEN, "{headers.x-github-event} {body.text}")})
+    path = f"/hooks/{TOKEN}".encode()
+    cases = (
+        (b"X-GitHub-Event: \xff\r\n", b'{"text": "one"}'),
+        (b"X-GitHub-Delivery: \xff\xfe\r\n", b'{"text": "two"}'),
+        (b"", b'{"text": "cut \\ud800 emoji"}'),  # a lone surrogate, as JSON allows
+    )
+    for headers, body in cases:
+        assert await status_of(port, b"POST", path, headers, body) == 202
+    messages = await delivered(r, "ci", 3)
+    assert [m.content for m in messages] == ["\ufffd one", "two", "cut \ufffd emoji"]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]

@@ -15,9 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.models import FeedInfo
+from bot.net import Fetcher, FetchError, NetSettings
 from bot.sources.jsonfeed import parse_json_feed
 from bot.websub import discover, parse_link_header, signature_matches
 from tests.conftest import FeedServer
@@ -234,3 +236,43 @@ def test_a_json_feed_names_its_websub_hub_and_topic() -> None:
         "https://hub.example/",
         "https://harbour.example/feed.json",
     )
+
+
+async def test_a_hub_that_moved_is_followed_through_307_and_308_within_the_guard() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        status = 307 if request.path == "/old" else 308
+        target = "/hub" if request.path == "/newer" else "/newer"
+        return web.Response(status=status, headers={"Location": target})
+
+    async def hub_endpoint(request: web.Request) -> web.Response:
+        seen.append({k: str(v) for k, v in (await request.post()).items()})
+        return web.Response(status=202, text="accepted")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": "http://10.1.2.3/hub"})
+
+    app = web.Application()
+    app.router.add_post("/old", moved)
+    app.router.add_post("/newer", moved)
+    app.router.add_post("/hub", hub_endpoint)
+    app.router.add_post("/elsewhere", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    settings = NetSettings(user_agent="t", allowed_hosts=frozenset({"127.0.0.1"}), total_timeout=5)
+    try:
+        async with Fetcher(settings) as fetcher:
+            form = {"hub.mode": "subscribe", "hub.topic": "https://e.com/feed"}
+            assert await fetcher.post_form(f"http://127.0.0.1:{port}/old", form) == (
+                202,
+                "accepted",
+            )
+            assert seen == [form]  # the method and the body went along
+            with pytest.raises(FetchError) as refused:
+                await fetcher.post_form(f"http://127.0.0.1:{port}/elsewhere", form)
+            assert "private" in str(refused.value) or "refused" in str(refused.value)
+    finally:
+        await runner.cleanup()

@@ -4,22 +4,33 @@ through the App's own callback routes. The test drives every tick."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
+import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.app import config_feeds
-from bot.storage._common import sources
-from bot.storage.store import ConfigFeed, PushState
-from bot.websub import REQUESTED_LEASE, RETRY_FIRST, VERIFY_TIMEOUT, renew_margin, retry_delay
-from tests.conftest import POSTGRES_URL, FeedServer
+from bot.push import _backoff
+from bot.storage._common import sources, subscriptions, websub
+from bot.storage.store import ConfigFeed, PushState, Store
+from bot.websub import (
+    REQUESTED_LEASE,
+    RETRY_FIRST,
+    VERIFY_TIMEOUT,
+    renew_margin,
+    retry_delay,
+    signature_matches,
+)
+from tests.conftest import POSTGRES_URL, T0, FeedServer, Subscribe
 from tests.fakes.fake_hub import FakeHub
 from tests.relay import ENTRIES, Relay, feed
 from tests.test_push import announce, atom, delivered, free_port, push_config
@@ -485,3 +496,124 @@ async def test_a_malformed_lease_in_a_verification_is_refused(
     assert (await get(p.base + "unknown", **query, **{"hub.lease_seconds": "x"}))[0] == 404
     # "²".isdigit() is True but int("²") raises
     assert (await get(p.base + "unknown", **query, **{"hub.lease_seconds": "²"}))[0] == 404
+
+
+# -- edges found in review ---------------------------------------------------------
+
+
+def atom_entry(topic: str, key: str, title: str, link: str, published: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f'<title>Harbour News</title><link rel="self" href="{topic}"/>'
+        f'<entry><id>{key}</id><title>{title}</title><link href="{link}"/>'
+        f"<published>{published}</published><updated>{published}</updated></entry></feed>"
+    ).encode()
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    """One HTTP/1.1 exchange with bytes no client library would send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+async def status_of(port: int, method: bytes, path: bytes, headers: bytes, body: bytes) -> int:
+    request = (
+        (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers)
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    answer = await asyncio.to_thread(raw_request, port, request)
+    return int(answer.split(b" ", 2)[1])
+
+
+async def test_pushed_entries_sharing_a_link_are_each_posted(pushed: Callable[..., Any]) -> None:
+    # a status page: every incident links the same page; a push holds one entry, so
+    # whether the link is shared cannot be told from it
+    p: Pushed = await pushed()
+    await p.subscribe()
+    for key, title in (("inc-1", "Incident 1"), ("inc-2", "Incident 2")):
+        body = atom_entry(
+            p.topic, key, title, "https://status.example.com/", "2026-12-01T10:00:00Z"
+        )
+        assert await p.hub.publish(p.topic, body) == [202]
+    await delivered(p.r, "news", 3)
+    assert titles(p) == ["Third story", "Incident 1", "Incident 2"]
+
+
+async def test_a_pushed_edit_of_an_old_entry_is_not_posted(pushed: Callable[..., Any]) -> None:
+    # YouTube's hub also pushes edits of old videos, with their first publication date
+    p: Pushed = await pushed()
+    await p.subscribe()
+    old = atom_entry(
+        p.topic, "yt:OLD", "Video from 2019", "https://e.com/o", "2019-01-01T00:00:00Z"
+    )
+    new = atom_entry(p.topic, "yt:NEW", "New video", "https://e.com/n", "2026-12-01T10:00:00Z")
+    assert await p.hub.publish(p.topic, old) == [202]
+    assert await p.hub.publish(p.topic, new) == [202]
+    await delivered(p.r, "news", 2)
+    assert titles(p) == ["Third story", "New video"]
+
+
+@pytest.mark.parametrize("value", ["sha256=\xc3\xa9", "sha256=\xff", "sh\xc3\xa9=00", ""])
+def test_a_signature_header_of_any_bytes_is_just_wrong(value: str) -> None:
+    assert not signature_matches(
+        "s3cret", b"<feed/>", value.encode("latin-1").decode("utf-8", "surrogateescape")
+    )
+
+
+async def test_hostile_signature_headers_are_acknowledged_not_500(
+    pushed: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    p: Pushed = await pushed()
+    await p.subscribe()
+    path = b"/websub/" + p.callback().rsplit("/", 1)[1].encode()
+    for header in (b"sha256=\xc3\xa9", b"sha256=\xff", b"sh\xc3\xa9=00", b""):
+        line = b"X-Hub-Signature: " + header + b"\r\n"
+        assert await status_of(p.port, b"POST", path, line, b"<feed/>") == 202
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_failed_unsubscribe_waits_out_its_backoff(
+    store: Store, subscribe: Subscribe
+) -> None:
+    """A hub that accepts unsubscribe requests but never verifies them is asked again
+    only as the backoff allows, not at every look."""
+    url = "https://example.com/feed.xml"
+    await subscribe(url)
+    async with store.db.write() as conn:
+        await conn.execute(
+            update(sources).values(hub_url="https://hub.example/", topic_url=url, initialized=True)
+        )
+    now = T0
+    verify = timedelta(seconds=VERIFY_TIMEOUT)
+    await store.websub_sweep(now=now, new_ids=[("cb1", "s" * 64)])
+    (request,) = await store.claim_websub_requests(now=now, verify_timeout=verify, retry=_backoff)
+    assert request.mode == "subscribe"
+    assert await store.websub_verify(
+        "cb1",
+        mode="subscribe",
+        topic=url,
+        lease_seconds=864_000,
+        now=now,
+        default_lease=864_000,
+        renew_margin=86_400,
+    )
+    async with store.db.write() as conn:
+        await conn.execute(update(subscriptions).values(enabled=False))
+    sent = 0
+    for _ in range(120):  # an hour of looks 30 s apart
+        now += timedelta(seconds=30)
+        await store.websub_sweep(now=now, new_ids=[])
+        claimed = await store.claim_websub_requests(now=now, verify_timeout=verify, retry=_backoff)
+        sent += sum(r.mode == "unsubscribe" for r in claimed)
+    # asked at once, then after each unverified try: 5 min to verify + 5, 10, 20 min waits
+    assert sent == 4
+    async with store.db.read() as conn:
+        (failures,) = (await conn.execute(select(websub.c.failures))).one()
+    assert failures == 4  # the fourth try's verification timed out too

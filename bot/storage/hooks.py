@@ -161,17 +161,19 @@ class HooksMixin(ItemsMixin, SourcesMixin):
         )
         return recorded.new_items > 0
 
-    async def delete_orphan_hooks(self) -> int:
-        """Remove hooks (with their source and items) no subscription posts any more;
-        removed from Discord, they can never come back. Config hooks stay: the file may
-        list them again."""
+    async def delete_orphan_hook(self, source_url: str) -> bool:
+        """Remove the hook of ``source_url`` (with its source and items) when no
+        subscription posts it any more: removed from Discord, it can never come back, and
+        its token must stop working. Config hooks stay: the file may list them again."""
         async with self.db.write() as conn:
             gone = [
                 int(r.source_id)
                 for r in await conn.execute(
-                    select(hooks.c.source_id).where(
+                    select(hooks.c.source_id)
+                    .join(sources, sources.c.id == hooks.c.source_id)
+                    .where(
+                        sources.c.url == source_url,
                         hooks.c.origin != "config",
-                        hooks.c.source_id.is_not(None),
                         ~exists().where(subscriptions.c.source_id == hooks.c.source_id),
                     )
                 )
@@ -179,4 +181,4 @@ class HooksMixin(ItemsMixin, SourcesMixin):
             if gone:
                 await conn.execute(delete(hooks).where(hooks.c.source_id.in_(gone)))
                 await conn.execute(delete(sources).where(sources.c.id.in_(gone)))
-            return len(gone)
+            return bool(gone)

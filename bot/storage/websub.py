@@ -43,6 +43,7 @@ class PushTarget:
     topic_url: str
     secret: str
     initialized: bool
+    newest_item_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,8 @@ class WebSubMixin(StoreBase):
                 .where(
                     websub.c.pending_mode.is_(None),
                     websub.c.action_at > now,
+                    # a row waiting out a failure keeps its backoff
+                    websub.c.failures == 0,
                     or_(websub.c.source_id.is_(None), ~_active_subscription(websub.c.source_id)),
                 )
                 .values(action_at=now)
@@ -291,6 +294,9 @@ class WebSubMixin(StoreBase):
         callback's row has a pending request of ``mode`` for ``topic``; a subscribe then
         runs until its lease ends (renewed ``renew_margin`` seconds before), an
         unsubscribe removes the row."""
+        # Anyone can make this request: a read settles the usual "no" without the write lock.
+        if not await self._pending(callback_id, mode=mode, topic=topic):
+            return False
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
@@ -328,11 +334,23 @@ class WebSubMixin(StoreBase):
                 )
             return True
 
+    async def _pending(self, callback_id: str, *, mode: str | None, topic: str) -> bool:
+        """Whether the callback's row is for ``topic`` (and, with ``mode``, has that
+        request pending)."""
+        conditions = [websub.c.callback_id == callback_id, websub.c.topic_url == topic]
+        if mode is not None:
+            conditions.append(websub.c.pending_mode == mode)
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(websub.c.id).where(*conditions))).first()
+        return row is not None
+
     async def websub_denied(
         self, callback_id: str, *, topic: str, reason: str, now: datetime, retry: Backoff
     ) -> bool:
         """The hub denied the subscription: polled at the normal interval again, asked
         again after ``retry(failures)``. True when the callback and topic were ours."""
+        if not await self._pending(callback_id, mode=None, topic=topic):
+            return False
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
@@ -361,6 +379,7 @@ class WebSubMixin(StoreBase):
                         websub.c.topic_url,
                         websub.c.secret,
                         sources.c.initialized,
+                        sources.c.newest_item_at,
                     )
                     .join(sources, sources.c.id == websub.c.source_id)
                     .where(websub.c.callback_id == callback_id)
@@ -375,6 +394,7 @@ class WebSubMixin(StoreBase):
             topic_url=row.topic_url,
             secret=row.secret,
             initialized=bool(row.initialized),
+            newest_item_at=row.newest_item_at,
         )
 
     async def note_push(self, target_id: int, *, now: datetime) -> None:
