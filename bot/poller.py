@@ -548,6 +548,7 @@ class Poller:
                 now=self.clock(),
                 poll_at=self.clock()
                 + timedelta(seconds=source.interval_seconds or self.settings.interval),
+                settled=timedelta(seconds=self.settings.push_safety_interval or 0),
             )
         ):
             log.warning(

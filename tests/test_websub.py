@@ -617,3 +617,37 @@ async def test_a_failed_unsubscribe_waits_out_its_backoff(
     async with store.db.read() as conn:
         (failures,) = (await conn.execute(select(websub.c.failures))).one()
     assert failures == 4  # the fourth try's verification timed out too
+
+
+async def test_items_a_poll_finds_right_after_subscribing_are_no_missed_push(
+    store: Store, subscribe: Subscribe
+) -> None:
+    """What was published before the hub started pushing shows up in the first polls
+    after subscribing: only a subscription older than the safety interval can miss."""
+    url = "https://example.com/feed.xml"
+    await subscribe(url)
+    async with store.db.write() as conn:
+        await conn.execute(
+            update(sources).values(hub_url="https://hub.example/", topic_url=url, initialized=True)
+        )
+    verify = timedelta(seconds=VERIFY_TIMEOUT)
+    await store.websub_sweep(now=T0, new_ids=[("cb1", "s" * 64)])
+    await store.claim_websub_requests(now=T0, verify_timeout=verify, retry=_backoff)
+    assert await store.websub_verify(
+        "cb1",
+        mode="subscribe",
+        topic=url,
+        lease_seconds=864_000,
+        now=T0,
+        default_lease=864_000,
+        renew_margin=86_400,
+    )
+    hour = timedelta(hours=1)
+    (source_id,) = [h.source_id for h in await store.source_health()]
+    early = T0 + timedelta(minutes=10)
+    assert not await store.websub_missed(source_id, now=early, poll_at=early, settled=hour)
+    late = T0 + 2 * hour
+    assert await store.websub_missed(source_id, now=late, poll_at=late, settled=hour)
+    async with store.db.read() as conn:
+        (push_until,) = (await conn.execute(select(sources.c.push_until))).one()
+    assert push_until is None

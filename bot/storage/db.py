@@ -250,12 +250,18 @@ class Database:
             # The pool must never make the database thread wait for a connection:
             # the one that would free it is queued behind, in the same thread. So
             # no overflow limit; _IdleConnections keeps eight open and closes the rest.
-            self._sqlite = create_engine(driver_url(url), echo=echo, pool_size=8, max_overflow=-1)
+            # hide_parameters (both engines): an error's text, logged, never shows the
+            # values bound (webhook tokens, hub secrets).
+            self._sqlite = create_engine(
+                driver_url(url), echo=echo, pool_size=8, max_overflow=-1, hide_parameters=True
+            )
             event.listen(self._sqlite, "connect", _sqlite_pragmas)
             self._thread = WorkerThread("feedhook-db")
             self._idle = _IdleConnections(self._sqlite, keep=8)
         else:
-            self._async = create_async_engine(driver_url(url), echo=echo, pool_pre_ping=True)
+            self._async = create_async_engine(
+                driver_url(url), echo=echo, pool_pre_ping=True, hide_parameters=True
+            )
         # SQLite has one writer; serialising our own writes avoids busy-waiting
         # on its file lock. PostgreSQL needs no such lock.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None

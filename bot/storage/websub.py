@@ -402,14 +402,23 @@ class WebSubMixin(StoreBase):
             update(websub).where(websub.c.id == target_id).values(last_push_at=now)
         )
 
-    async def websub_missed(self, source_id: int, *, now: datetime, poll_at: datetime) -> bool:
+    async def websub_missed(
+        self, source_id: int, *, now: datetime, poll_at: datetime, settled: timedelta
+    ) -> bool:
         """A poll found items the hub never pushed: the hub stopped delivering. The
         source is polled at its normal interval again (next by ``poll_at``) and subscribed
-        again now. True when the source was pushed."""
+        again now. True when the source was pushed.
+
+        Only a subscription asked for more than ``settled`` ago counts: the first polls
+        after it find what was published before the hub started pushing."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(websub)
-                .where(websub.c.source_id == source_id, websub.c.pending_mode.is_(None))
+                .where(
+                    websub.c.source_id == source_id,
+                    websub.c.pending_mode.is_(None),
+                    websub.c.requested_at <= now - settled,
+                )
                 .values(
                     action_at=now,
                     expires_at=None,
@@ -417,8 +426,10 @@ class WebSubMixin(StoreBase):
                     last_error="a poll found items the hub did not push",
                 )
             )
+            if not result.rowcount:
+                return False
             await self._stop_pushing(conn, source_id, poll_at)
-            return bool(result.rowcount)
+            return True
 
     async def _stop_pushing(self, conn: DbConnection, source_id: int, poll_at: datetime) -> None:
         """Back to polling at the normal interval: a source that was pushed (its next poll
