@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, Protocol, TypeVar
 
 from bot.metrics import Metrics
-from bot.models import Item
+from bot.models import FeedInfo, Item
 from bot.net import Fetcher, FetchError
 from bot.sources.feed import (
     DocumentParser,
@@ -62,6 +62,10 @@ _METRIC_OUTCOMES: Final = {
 # A pushed entry dated this long before the source's newest item is an edit of an old
 # one (hubs push updates too), not a new item.
 PUSH_BACKDATE_SLACK: Final = timedelta(days=1)
+
+
+# What discover() reads of a document that was not parsed: nothing.
+_NO_DOCUMENT: Final = FeedInfo(title="", link=None, icon=None, kind="")
 
 
 def utcnow() -> datetime:
@@ -433,6 +437,7 @@ class Poller:
             # Same bytes as last time: skip parsing entirely; the server just
             # does not support validators (or changed them without content).
             self._outcomes.append(outcome)
+            await self._note_header_hub(source, result.headers, result.url)
             return PollResult(source.id, source.url, "unchanged")
         # Only trust what this process remembers about a source it has seen
         # initialised: a first poll must look at (and store) every entry.
@@ -457,11 +462,21 @@ class Poller:
             # The bytes changed but no entry did (a build date, say): nothing to parse.
             self._outcomes.append(outcome)
             self._remember(source.id, document)
+            await self._note_header_hub(source, result.headers, result.url)
             return PollResult(source.id, source.url, "unchanged")
         found = discover(result.headers, document.parsed.info, url=result.url)
         polled = await self._record(source, document.parsed, document, built, outcome, found)
         self._remember(source.id, document)
         return polled
+
+    async def _note_header_hub(
+        self, source: DueSource, headers: Mapping[str, str], url: str
+    ) -> None:
+        """A document not parsed again may still name a new hub in its ``Link`` headers
+        (a changed document's hub is recorded with its items)."""
+        found = discover(headers, _NO_DOCUMENT, url=url)
+        if found.hub is not None and found.hub != source.hub_url:
+            await self.store.set_hub(source.id, found.hub, found.topic)
 
     def _remember(self, source_id: int, document: ChangedDocument) -> None:
         if document.seen is None:

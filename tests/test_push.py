@@ -276,3 +276,14 @@ async def test_a_hub_that_moved_is_followed_through_307_and_308_within_the_guard
             assert "private" in str(refused.value) or "refused" in str(refused.value)
     finally:
         await runner.cleanup()
+
+
+async def test_a_hub_named_only_in_the_headers_of_an_unchanged_feed_is_found(
+    relay: Callable[..., Any], feed_server: FeedServer, hub: FakeHub
+) -> None:
+    port = free_port()
+    r: Relay = await relay({"news": ""}, config_extra=push_config(port))
+    topic = announce(feed_server, hub, ENTRIES)  # the same bytes, now with a Link header
+    await r.poll_and_deliver()
+    await subscribed(r, hub, topic)
+    assert r.messages("news") == []

@@ -38,6 +38,8 @@ class DueSource:
     consecutive_failures: int
     # until when a verified WebSub subscription pushes the source's items
     push_until: datetime | None = None
+    # the WebSub hub last discovered (bot.websub.discover)
+    hub_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,14 @@ class SourcesMixin(StoreBase):
         }
         rows = (await self.db.write_one(_claim_sources_stmt(self.db.dialect), params)).all()
         return [DueSource(*row) for row in rows]
+
+    async def set_hub(self, source_id: int, hub_url: str, topic_url: str | None) -> None:
+        """The WebSub hub (and topic) a poll found in the HTTP headers alone."""
+        await self.db.write_one(
+            update(sources)
+            .where(sources.c.id == source_id)
+            .values(hub_url=hub_url, topic_url=topic_url)
+        )
 
     async def release_claims(self) -> int:
         """Free every claim. Only for a process that knows it is the database's sole
@@ -244,6 +254,7 @@ def _claim_sources_stmt(dialect: str) -> Any:
             sources.c.interval_seconds,
             sources.c.consecutive_failures,
             sources.c.push_until,
+            sources.c.hub_url,
         )
     )
 
