@@ -27,6 +27,7 @@ from bot.hooks import (
     hash_token,
     hook_item,
     render_hook,
+    valid_text,
 )
 from bot.metrics import Metrics
 from bot.net import Fetcher, FetchError
@@ -237,13 +238,15 @@ class PushEndpoints:
 
     async def verify(self, request: web.Request) -> web.Response:
         """The hub's verification of intent (or its denial)."""
-        callback_id = request.match_info["callback_id"]
+        # Undecodable bytes in the query arrive as lone surrogates, which no database
+        # takes: made visible (U+FFFD), they simply match nothing.
+        callback_id = valid_text(request.match_info["callback_id"])
         query = request.query
-        mode = query.get("hub.mode", "")
-        topic = query.get("hub.topic", "")
+        mode = valid_text(query.get("hub.mode", ""))
+        topic = valid_text(query.get("hub.topic", ""))
         now = self.clock()
         if mode == "denied":
-            reason = " ".join(query.get("hub.reason", "no reason given").split())[:200]
+            reason = valid_text(" ".join(query.get("hub.reason", "no reason given").split()))[:200]
             if await self.store.websub_denied(
                 callback_id, topic=topic, reason=reason, now=now, retry=_backoff
             ):
@@ -277,11 +280,16 @@ class PushEndpoints:
             log.info("websub subscribed topic=%s lease=%ds", topic, granted)
         else:
             log.info("websub unsubscribed topic=%s", topic)
-        return web.Response(status=200, text=challenge, content_type="text/plain")
+        # echoed byte for byte, whatever it holds
+        return web.Response(
+            status=200,
+            body=challenge.encode("utf-8", "surrogateescape"),
+            content_type="text/plain",
+        )
 
     async def distribute(self, request: web.Request) -> web.Response:
         """A content distribution: a signed feed document with the new entries."""
-        target = await self.store.push_target(request.match_info["callback_id"])
+        target = await self.store.push_target(valid_text(request.match_info["callback_id"]))
         if target is None:
             # 410: the hub may drop a subscription we no longer have
             return web.Response(status=410, text="")

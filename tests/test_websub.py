@@ -651,3 +651,19 @@ async def test_items_a_poll_finds_right_after_subscribing_are_no_missed_push(
     async with store.db.read() as conn:
         (push_until,) = (await conn.execute(select(sources.c.push_until))).one()
     assert push_until is None
+
+
+async def test_verifications_with_undecodable_bytes_are_answered_not_500(
+    pushed: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    p: Pushed = await pushed()
+    await p.subscribe()
+    path = "/websub/" + p.callback().rsplit("/", 1)[1]
+    for query in (
+        "hub.mode=subscribe&hub.topic=%ff&hub.challenge=x",
+        "hub.mode=%ff&hub.topic=t&hub.challenge=x",
+        "hub.mode=denied&hub.topic=%ed%a0%80&hub.reason=%ff",
+    ):
+        assert await status_of(p.port, b"GET", f"{path}?{query}".encode(), b"", b"") == 404
+    assert await status_of(p.port, b"GET", b"/websub/%ff?hub.mode=subscribe", b"", b"") == 404
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
