@@ -342,7 +342,11 @@ class App:
         await self.store.sync_config_feeds(
             config_feeds(self.config, tag_ids)
             + [
-                ConfigFeed(url=url, target=hook.target)
+                ConfigFeed(
+                    url=url,
+                    target=hook.target,
+                    options={"batch": False, "forum": True} if hook.forum else {"batch": False},
+                )
                 for url, hook in zip(hook_urls, self.config.hooks, strict=True)
             ],
             now=self.clock(),

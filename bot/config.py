@@ -334,6 +334,8 @@ class HookEntry(_Section):
     # chosen by the operator; only its hash is stored
     token: str = Field(repr=False)
     template: str = DEFAULT_HOOK_TEMPLATE
+    # true for a forum channel's webhook: each request opens a post (titled by its event)
+    forum: bool = False
 
     @field_validator("webhook")
     @classmethod

@@ -372,7 +372,8 @@ class Deliverer:
         instead of at the next timer tick, up to half a second later."""
         if self._stopping or self._session is None:
             return
-        if self._tick_lock.locked():
+        if self._tick_lock.locked() or self._wakes:
+            # a tick runs or is about to: it makes one more round
             self._wake_again = True
             return
         task = asyncio.create_task(self.tick(), name="deliver-wake")

@@ -26,6 +26,8 @@ TOKEN_BYTES: Final = 32
 # A token an operator writes in [[hooks]]: at least this many characters.
 MIN_CONFIG_TOKEN: Final = 32
 MAX_BODY_BYTES: Final = 256 * 1024
+# A hook's template: room for a rich message, and for the answer that shows it.
+MAX_TEMPLATE: Final = 1000
 # Slack's and Discord's own payloads carry their text in these; anything else shows
 # as JSON until the admin writes a template.
 DEFAULT_TEMPLATE: Final = "{body.content|body.text|body.message|body}"
@@ -62,6 +64,10 @@ def compile_hook_template(text: str) -> Template:
     """A hook template, or :class:`~bot.templates.TemplateError` saying what is wrong."""
     if not text.strip():
         raise TemplateError("the template is empty: write what the message says, such as {body}")
+    if len(text) > MAX_TEMPLATE:
+        raise TemplateError(
+            f"the template is {len(text)} characters long; a hook's may have {MAX_TEMPLATE}"
+        )
     try:
         return compile_template(text, names=is_request_name, date_names=())
     except TemplateError as exc:

@@ -364,11 +364,14 @@ class PushEndpoints:
             # The template found none of its fields here: relay the request as it is.
             content = render_hook(_hook_template(DEFAULT_TEMPLATE), body, request.headers)
         item = hook_item(content, request.headers, received_at=now, hook_id=info.id)
-        fresh = await self.store.record_hook_item(info.source_id, item, now=now)
-        if not fresh:
+        queued = await self.store.record_hook_item(info.source_id, item, now=now)
+        if queued is None:
             self._count("hook", "duplicate")
             return _json(202, {"status": "accepted", "duplicate": True})
         self._count("hook", "accepted")
-        log.info("hook post accepted hook=%d item=%s", info.id, item.key)
+        log.info("hook post accepted hook=%d item=%s queued=%d", info.id, item.key, queued)
+        if not queued:
+            # paused in Discord: kept, not posted (as a paused feed's items)
+            return _json(202, {"status": "accepted", "paused": True})
         self._queued()
         return _json(202, {"status": "accepted"})

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.hooks import DEFAULT_TEMPLATE as DEFAULT_HOOK_TEMPLATE
+from bot.hooks import MAX_TEMPLATE as MAX_HOOK_TEMPLATE
 from bot.hooks import compile_hook_template, hash_token
 from bot.hooks import new_token as new_hook_token
 from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
@@ -352,6 +353,11 @@ class FeedService:
                 "(the address senders reach feedhook at). Ask them to set it, then try again."
             )
         text = (template or "").strip() or DEFAULT_HOOK_TEMPLATE
+        if len(text) > MAX_HOOK_TEMPLATE:
+            raise ServiceError(
+                f"That template is {len(text)} characters long; a hook's template may have "
+                f"{MAX_HOOK_TEMPLATE} at most."
+            )
         try:
             compile_hook_template(text)
         except TemplateError as exc:
@@ -382,7 +388,8 @@ class FeedService:
             channel_id=channel_id,
             target=target,
             backfill=0,
-            options={"style": "text", "batch": False, "forum": forum},
+            # one message per request; nothing else of a feed's settings applies
+            options={"batch": False, "forum": True} if forum else {"batch": False},
             min_interval=self.settings.min_interval,
             now=now,
         )
@@ -421,6 +428,11 @@ class FeedService:
         them). Right after ``/feed add`` nothing is stored yet: the source is read now."""
         view = await self.get(guild_id, subscription)
         found = await self.store.newest_item(view.id)
+        if found is None and is_hook(view.source_url):
+            raise ServiceError(
+                f"**{view.label}** has had no request yet: `/feed test` posts the newest one "
+                "again once a service has sent it one."
+            )
         if self.send_now is None:
             if found is None:
                 raise ServiceError(
@@ -587,6 +599,11 @@ class FeedService:
         """``/feed options``; each option given replaces its setting (a thread title of
         ``-`` goes back to the default, no tags clears them)."""
         view = await self.get(guild_id, subscription)
+        if is_hook(view.source_url) and (embed is not None or follow_edits is not None):
+            raise ServiceError(
+                f"**{view.label}** is an inbound hook: its messages are its template's text, "
+                "never edited, so `embed` and `follow_edits` do not apply to it."
+            )
         changes: dict[str, object | None] = {}
         if embed is not None:
             embed_now = view.options.get("embed")

@@ -531,7 +531,13 @@ def _hook_message(item: Item, feed: FeedInfo, shape: Shape) -> dict[str, Any]:
     body["content"] = _with_mentions(item.summary.strip() or item.title, roles)
     body["allowed_mentions"] = _allowed_mentions(roles)
     if shape.forum:
-        body["thread_name"] = thread_name(item, feed, shape)
+        # the post's title: its thread_title, else the message's first line
+        first = _one_line(next(iter(item.summary.strip().splitlines()), ""))
+        body["thread_name"] = (
+            thread_name(item, feed, shape)
+            if shape.thread_title is not None or not visible(first)
+            else truncate_plain(first, FORUM_TITLE_MAX)
+        )
     return body
 
 

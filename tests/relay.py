@@ -85,7 +85,7 @@ async def relay_harness(
         feed_server.docs["/news.xml"] = feed(ENTRIES)
         hooks, tables = {}, []
         for n, (name, lines) in enumerate((inbound or {}).items()):
-            channel = fake.add_channel(7500 + n, guild_id=GUILD)
+            channel = fake.add_channel(7500 + n, guild_id=GUILD, forum=name.startswith("forum"))
             hooks[name] = fake.add_webhook(channel.id, guild_id=GUILD)
             hook_id, token = hooks[name]
             tables.append(

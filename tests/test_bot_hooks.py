@@ -116,3 +116,34 @@ async def test_status_says_when_a_feed_offers_a_hub(world: World) -> None:
         await asyncio.sleep(0.1)
     assert "1 feed here offers WebSub push" in status
     assert "`http.public_url`" in status
+
+
+async def test_hook_commands_answer_what_applies_to_a_hook(pushing: World) -> None:
+    world = pushing
+    too_long = "{body.text} " * 100
+    assert "1000 at most" in await world.run("hook", template=too_long)
+    assert (await world.app.store.counts())["subscriptions"] == 0  # nothing made
+    answer = await world.run("hook", template="{body.text}")
+    match = URL.search(answer)
+    assert match is not None, answer
+    url = match.group(1)
+    (choice,) = await world.fake.autocomplete(
+        GUILD, NEWS, ADMIN, "feed", "test", focused="subscription", value="hook"
+    )
+    sub = choice["value"]
+    assert "has had no request yet" in await world.run("test", subscription=sub)
+    assert "do not apply to it" in await world.run("options", subscription=sub, embed=True)
+    listed = await world.run("list")
+    assert "format" not in listed  # nothing of a feed's look to show
+
+    assert "Paused" in await world.run("pause", subscription=sub)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json={"text": "while paused"}) as resp:
+            assert resp.status == 202
+            assert await resp.json() == {"status": "accepted", "paused": True}
+        assert "Resumed" in await world.run("resume", subscription=sub)
+        async with session.post(url, json={"text": "after"}) as resp:
+            assert await resp.json() == {"status": "accepted"}
+    (message,) = await world.fake.wait_for_messages(1, channel_id=NEWS)
+    assert message.content == "after"
+    assert "Posted the newest item" in await world.run("test", subscription=sub)

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from bot.render import CONTENT_MAX, utf16_len
 from bot.storage.db import Database
 from bot.storage.store import ConfigHook, Store
 from bot.templates import TemplateError
+from bot.webhooks import parse_webhook_url
 from tests.conftest import POSTGRES_URL, T0
 from tests.relay import Relay
 from tests.test_push import delivered, free_port, push_config
@@ -596,3 +598,78 @@ async def test_undecodable_bytes_in_a_hook_request_are_posted_replaced(
     messages = await delivered(r, "ci", 3)
     assert [m.content for m in messages] == ["\ufffd one", "two", "cut \ufffd emoji"]
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+async def test_downgrading_below_hooks_drops_their_sources(db_url: str) -> None:
+    """An older version would poll hook:N sources: the downgrade from 0009 takes them
+    (with their subscriptions, deliveries and items) along with the hooks table."""
+    from alembic import command
+    from sqlalchemy import func, select
+
+    from bot.storage._common import items, outbox, sources, subscriptions
+    from bot.storage.db import alembic_config
+
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        store = Store(db)
+        url = await store.create_hook(
+            token_hash="h" * 64, template="{body}", origin="discord", now=T0
+        )
+        target = parse_webhook_url("https://discord.com/api/webhooks/1/tok")
+        await store.create_subscription(
+            source_url=url,
+            guild_id=1,
+            channel_id=2,
+            target=target,
+            backfill=0,
+            options={},
+            min_interval=300,
+            now=T0,
+        )
+        (source_id,) = [h.source_id for h in await store.source_health()]
+        item = hook_item("hello", {}, received_at=T0, hook_id=1)
+        assert await store.record_hook_item(source_id, item, now=T0) == 1
+        await store.add_source("https://example.com/feed.xml", now=T0)
+
+        def downgrade(connection: Any) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0008")
+
+        await db.run_sync(downgrade)
+        async with db.read() as conn:
+            counts = [
+                (await conn.execute(select(func.count()).select_from(t))).scalar_one()
+                for t in (sources, subscriptions, outbox, items)
+            ]
+        assert counts == [1, 0, 0, 0]  # the feed's source stays
+    finally:
+        await db.dispose()
+
+
+async def test_old_hook_items_are_pruned_like_a_feeds(store: Store) -> None:
+    """No document ever lists a hook's items: retention keeps the newest 20, not all."""
+    await store.create_hook(token_hash="p" * 64, template="{body}", origin="config", now=T0)
+    (source_id,) = [h.source_id for h in await store.source_health()]
+    for n in range(30):
+        at = T0 + timedelta(minutes=n)
+        item = hook_item(f"request {n}", {"X-Request-Id": str(n)}, received_at=at, hook_id=1)
+        await store.record_hook_item(source_id, item, now=at)
+    pruned = await store.prune(now=T0 + timedelta(days=400), max_age=timedelta(days=30))
+    assert pruned.items == 10
+    assert (await store.counts())["items"] == 20
+
+
+async def test_a_forum_hook_opens_a_post_titled_by_its_first_line(start_hooks: Start) -> None:
+    r, port = await start_hooks(
+        {"forum-ci": entry(TOKEN, "{body.title}\n{body.text}") + "\nforum = true"}
+    )
+    async with aiohttp.ClientSession() as session:
+        status, _, _ = await post(
+            session, port, json={"title": "Deploy 41 done", "text": "all green"}
+        )
+    assert status == 202
+    (message,) = await delivered(r, "forum-ci", 1)
+    assert message.content == "Deploy 41 done\nall green"
+    assert message.thread_name == "Deploy 41 done"

@@ -287,3 +287,27 @@ async def test_a_hub_named_only_in_the_headers_of_an_unchanged_feed_is_found(
     await r.poll_and_deliver()
     await subscribed(r, hub, topic)
     assert r.messages("news") == []
+
+
+async def test_wakes_that_come_together_run_one_tick_and_one_more_round(
+    relay: Callable[..., Any], feed_server: FeedServer
+) -> None:
+    r: Relay = await relay({"news": ""})
+    deliverer = r.app.deliverer
+    rounds = 0
+    original = deliverer._tick
+
+    async def counted() -> list[Any]:
+        nonlocal rounds
+        rounds += 1
+        await asyncio.sleep(0.01)
+        return await original()
+
+    deliverer._tick = counted  # type: ignore[method-assign]
+    for _ in range(5):  # a group commit resolving many polls at once
+        deliverer.wake()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not deliverer._wakes and not deliverer._tick_lock.locked():
+            break
+    assert rounds == 2

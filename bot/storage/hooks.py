@@ -63,7 +63,11 @@ class HooksMixin(ItemsMixin, SourcesMixin):
         source_id = await self._ensure_source(conn, url, now)
         await conn.execute(update(hooks).where(hooks.c.id == hook_id).values(source_id=source_id))
         await conn.execute(
-            update(sources).where(sources.c.id == source_id).values(next_poll_at=NEVER)
+            update(sources)
+            .where(sources.c.id == source_id)
+            # last_keys []: no document will ever hold its items, so retention prunes them
+            # like any source's (the newest 20 stay)
+            .values(next_poll_at=NEVER, last_keys=[])
         )
         return url
 
@@ -142,10 +146,11 @@ class HooksMixin(ItemsMixin, SourcesMixin):
             return None
         return max(1.0, (window + timedelta(minutes=1) - now).total_seconds())
 
-    async def record_hook_item(self, source_id: int, item: Item, *, now: datetime) -> bool:
+    async def record_hook_item(self, source_id: int, item: Item, *, now: datetime) -> int | None:
         """Store a request's item and queue it for the hook's subscriptions, in one
-        transaction. False when an item with its key (a sender's retry of a delivery id)
-        is already there: nothing is queued twice."""
+        transaction; returns the deliveries queued (0 while every subscription is
+        paused). None when an item with its key (a sender's retry of a delivery id) is
+        already there: nothing is queued twice."""
         (recorded,) = await self.record_polls(
             [
                 PollRecord(
@@ -159,7 +164,7 @@ class HooksMixin(ItemsMixin, SourcesMixin):
                 )
             ]
         )
-        return recorded.new_items > 0
+        return recorded.queued if recorded.new_items else None
 
     async def delete_orphan_hook(self, source_url: str) -> bool:
         """Remove the hook of ``source_url`` (with its source and items) when no

@@ -480,7 +480,12 @@ class WebSubMixin(StoreBase):
                             sources, sources.c.id == subscriptions.c.source_id
                         ).outerjoin(websub, websub.c.source_id == sources.c.id)
                     )
-                    .where(subscriptions.c.guild_id == guild_id, sources.c.hub_url.is_not(None))
+                    .where(
+                        subscriptions.c.guild_id == guild_id,
+                        subscriptions.c.enabled.is_(True),
+                        subscriptions.c.paused.is_(False),
+                        sources.c.hub_url.is_not(None),
+                    )
                 )
             ).all()
         return {int(r.id): _push_state(r) for r in rows}

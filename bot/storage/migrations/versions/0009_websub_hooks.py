@@ -65,7 +65,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # An older version would take the hooks' sources (hook:N) for feeds to poll.
+    for statement in (
+        "DELETE FROM delivery_log WHERE subscription_id IN (SELECT s.id FROM subscriptions s "
+        "JOIN sources src ON src.id = s.source_id WHERE src.kind = 'hook')",
+        "DELETE FROM outbox WHERE subscription_id IN (SELECT s.id FROM subscriptions s "
+        "JOIN sources src ON src.id = s.source_id WHERE src.kind = 'hook')",
+        "DELETE FROM subscriptions WHERE source_id IN (SELECT id FROM sources WHERE kind = 'hook')",
+        "DELETE FROM items WHERE source_id IN (SELECT id FROM sources WHERE kind = 'hook')",
+    ):
+        op.execute(statement)
     op.drop_table("hooks")
+    op.execute("DELETE FROM sources WHERE kind = 'hook'")
     with op.batch_alter_table("websub", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_websub_action_at"))
     op.drop_table("websub")
