@@ -13,7 +13,7 @@ the WebSub subscriber tick of ``feedhook run``. A sample's latency runs from its
 Scenarios (they run side by side, as in a relay that has all three; push and hooks one after
 the other, inside the polling window):
 
-* polling: 100 feeds (40 with ``--quick``) without a hub, ``[polling] interval = 60`` and
+* polling: 400 feeds (40 with ``--quick``) without a hub, ``[polling] interval = 60`` and
   the default jitter. A feed's polls are what decides the wait, so samples are drawn
   against them, with no knowledge of the schedule: at each of a feed's first two polls (one
   with ``--quick``) the bench draws a publication time up to B seconds later (B bounds a
@@ -23,8 +23,8 @@ the other, inside the polling window):
   polls, as for an item published at a random moment (all feeds' first polls happen
   together at start, so plain random times in a short window would be skewed by that one
   cohort). The draw offsets follow a shifted golden-ratio sequence (stratified) to cut the
-  sampling noise of p50. About 155 samples (30 with ``--quick``); the first poll only
-  records what exists. Even so, the p50 of a run is itself spread by about +-1 s (a
+  sampling noise of p50. About 620 samples (30 with ``--quick``); the first poll only
+  records what exists. Even so, the p50 of a run is itself spread by about +-0.5 s (a
   simulation of the draws with the same gaps), so a p50 within a second of its goal can
   land on either side of it.
 * WebSub push: 10 feeds announcing the hub (``Link: <hub>; rel="hub", <topic>;
@@ -100,7 +100,9 @@ class Plan:
     hook_samples: int
 
 
-FULL = Plan(poll_feeds=100, poll_draws=2, push_feeds=10, push_samples=50, hooks=5, hook_samples=50)
+# 400 polling feeds: the p50 of ~600 waits spread over a minute is known to about +-0.5 s
+# (with 100 feeds, +-1.5 s: as wide as the goal's margin).
+FULL = Plan(poll_feeds=400, poll_draws=2, push_feeds=10, push_samples=50, hooks=5, hook_samples=50)
 QUICK = Plan(poll_feeds=40, poll_draws=1, push_feeds=10, push_samples=20, hooks=5, hook_samples=20)
 
 
@@ -466,7 +468,7 @@ async def run(plan: Plan, seed: int) -> Outcome:
     await server.start()
     markers = Markers(fake, rng)
     poll_feeds = [server.add(n) for n in range(plan.poll_feeds)]
-    push_feeds = [server.add(100 + n, hub=hub.url) for n in range(plan.push_feeds)]
+    push_feeds = [server.add(100_000 + n, hub=hub.url) for n in range(plan.push_feeds)]
     tokens = [secrets.token_urlsafe(32) for _ in range(plan.hooks)]
     port = free_port()
     errors: list[str] = []
