@@ -39,6 +39,7 @@ from bot.app import (
 )
 from bot.config import Config, ConfigError, load_config
 from bot.demo import run_demo
+from bot.hooks import is_hook
 from bot.http import parse_listen
 from bot.logs import setup_logging
 from bot.models import Item, SourceHealth, SubscriptionState
@@ -52,7 +53,7 @@ from bot.shaping import Shape, render_message
 from bot.sources.feed import ParsedFeed, ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import fetch_source, parse_off_loop
-from bot.staleness import WINDOW, is_hook, stale_message, with_stale
+from bot.staleness import WINDOW, stale_message, with_stale
 from bot.storage.db import Database, DatabaseError, head_revision
 from bot.storage.filelock import running_relay, sqlite_path
 from bot.storage.store import REMOVED_FROM_CONFIG, ProcessInfo, PushState, Store

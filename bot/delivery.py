@@ -35,7 +35,7 @@ from bot.models import FeedInfo, SendError, WebhookTarget
 from bot.render import Message
 from bot.shaping import Shape, edit_body, render_message, render_messages, shape_of
 from bot.storage.store import DeliveryJob, EditJob, OutboxEntry, SentMark, Store
-from bot.tasks import GroupCommit, finish_or_cancel
+from bot.tasks import GroupCommit, finish_or_cancel, running_elsewhere
 from bot.webhooks import execute_url, message_url
 
 log = logging.getLogger(__name__)
@@ -571,9 +571,8 @@ class Deliverer:
         self._stopping = True
         # A tick in the middle of claiming finishes first (it puts back what it
         # claimed): closing the database under it would hang the connection.
-        tick = self._ticking
-        if tick is not None and tick is not asyncio.current_task() and not tick.done():
-            await asyncio.wait([tick], timeout=grace)
+        if tick := running_elsewhere(self._ticking):
+            await asyncio.wait(tick, timeout=grace)
         await finish_or_cancel(self._in_flight.values(), grace)
         # A sender cancelled while its post was being recorded: the record still lands.
         await self._sent.drain()

@@ -79,16 +79,10 @@ def compile_hook_template(text: str) -> Template:
         raise
 
 
-def source_url(hook_id: int) -> str:
-    """The URL of the source a hook's posts belong to (``/feed list`` shows it)."""
-    return f"{SOURCE_PREFIX}{hook_id}"
-
-
-def hook_id_of(url: str) -> int | None:
-    """The hook id of a ``hook:N`` source URL; None for any other source."""
-    if url.startswith(SOURCE_PREFIX) and url[len(SOURCE_PREFIX) :].isdigit():
-        return int(url[len(SOURCE_PREFIX) :])
-    return None
+def is_hook(source_url: str) -> bool:
+    """Whether a source is an inbound hook's (``hook:N``): its items are requests, not a
+    feed's entries (never polled, never stale, no feed look)."""
+    return source_url.startswith(SOURCE_PREFIX)
 
 
 class RequestValues(Mapping[str, Value]):
@@ -156,6 +150,28 @@ def render_hook(template: Template, body: Any, headers: Mapping[str, str]) -> st
     return truncate(text, CONTENT_MAX) if text else ""
 
 
+DEFAULT: Final = compile_template(DEFAULT_TEMPLATE, names=is_request_name, date_names=())
+
+
+class RequestBodyError(ValueError):
+    """A request body that cannot be read; ``str(e)`` completes "the body is ..."."""
+
+
+def request_content(raw: bytes, template: Template, headers: Mapping[str, str]) -> str:
+    """The message a request's body maps to through ``template``; one for which it renders
+    nothing at all (none of its fields are there) is relayed with the default template.
+    Raises RequestBodyError for a body that is not UTF-8 JSON (or nests too deeply)."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestBodyError("not UTF-8") from None
+    except RecursionError:
+        raise RequestBodyError("nested too deeply") from None
+    except ValueError:
+        raise RequestBodyError("not JSON") from None
+    return render_hook(template, body, headers) or render_hook(DEFAULT, body, headers)
+
+
 def delivery_id(headers: Mapping[str, str]) -> str | None:
     """The sender's id of this delivery (its retries repeat it), if it gives one."""
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -172,7 +188,7 @@ def hook_item(
     content: str, headers: Mapping[str, str], *, received_at: datetime, hook_id: int
 ) -> Item:
     """The item a request becomes: keyed by its delivery id (a retry is the same item),
-    else unique; its summary is the message content."""
+    else unique; its summary is the message content (as :func:`render_hook` made it)."""
     given = delivery_id(headers)
     key = f"delivery:{valid_text(given)}" if given else f"post:{uuid.uuid4().hex}"
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -182,7 +198,7 @@ def hook_item(
         key=key,
         title=title,
         link=None,
-        summary=valid_text(content),
+        summary=content,
         author=None,
         published=received_at,
         image=None,

@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.hooks import is_hook
 from bot.models import SubscriptionState, WebhookTarget
 from bot.opml import ExportEntry, Outline
 from bot.services import FeedService, ServiceError, SourcePreview
-from bot.staleness import is_hook
 from bot.storage.store import FeedMeta, Store
 
 __all__ = [

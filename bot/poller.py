@@ -40,7 +40,7 @@ from bot.storage.store import (
     RecordedPoll,
     Store,
 )
-from bot.tasks import GroupCommit, finish_or_cancel, in_cpu_thread
+from bot.tasks import GroupCommit, finish_or_cancel, in_cpu_thread, running_elsewhere
 from bot.websub import Discovery, discover
 
 log = logging.getLogger(__name__)
@@ -364,9 +364,8 @@ class Poller:
         await finish_or_cancel(self._in_flight.values(), grace)
         # A tick waiting for a free slot wakes up once the polls above end, sees
         # the stop flag and returns; wait for it so nothing touches a closed pool.
-        tick = self._ticking
-        if tick is not None and tick is not asyncio.current_task() and not tick.done():
-            await asyncio.wait([tick], timeout=grace)
+        if tick := running_elsewhere(self._ticking):
+            await asyncio.wait(tick, timeout=grace)
         await self.flush()
 
     async def flush(self) -> None:
@@ -630,10 +629,11 @@ class Poller:
         items are matched by key alone. Entries dated well before the newest item the
         source had are updates of old ones (YouTube's hub pushes edits): left to polls."""
         parsed = await in_cpu_thread(parse_feed, body, url=target.source_url, headers=headers)
-        built = await in_cpu_thread(build_items, parsed, list(parsed.entries), {})
+        entries = list(parsed.entries)
         if target.newest_item_at is not None:
             oldest = target.newest_item_at - PUSH_BACKDATE_SLACK
-            built = [i for i in built if i.published is None or i.published >= oldest]
+            entries = [e for e in entries if e.published is None or e.published >= oldest]
+        built = await in_cpu_thread(build_items, parsed, entries, {}) if entries else []
         first_poll = not target.initialized
         now = self.clock()
         recorded = await self._records.submit(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -21,19 +20,20 @@ from typing import Any, Final
 from aiohttp import web
 
 from bot.hooks import (
-    DEFAULT_TEMPLATE,
+    DEFAULT,
     MAX_BODY_BYTES,
+    RequestBodyError,
     compile_hook_template,
     hash_token,
     hook_item,
-    render_hook,
-    valid_text,
+    request_content,
 )
 from bot.metrics import Metrics
 from bot.net import Fetcher, FetchError
 from bot.poller import Clock, Poller
 from bot.sources.feed import ParseError
 from bot.storage.store import Store, WebSubRequest
+from bot.tasks import finish_or_cancel, running_elsewhere
 from bot.templates import Template, TemplateError
 from bot.websub import (
     MAX_LEASE,
@@ -86,11 +86,7 @@ class WebSubSubscriber:
         """No new looks; a look making requests gets ``grace`` seconds to finish them (the
         fetcher and the database close after this)."""
         self._stopping = True
-        tick = self._ticking
-        if tick is not None and tick is not asyncio.current_task() and not tick.done():
-            await asyncio.wait([tick], timeout=grace)
-            if not tick.done():
-                tick.cancel()
+        await finish_or_cancel(running_elsewhere(self._ticking), grace)
 
     async def tick(self) -> int:
         """One look; returns the requests made. Errors are logged, never raised."""
@@ -174,7 +170,7 @@ def _hook_template(text: str) -> Template:
         return compile_hook_template(text)
     except TemplateError:
         # stored by an older version or edited by hand: the default still relays it
-        return compile_hook_template(DEFAULT_TEMPLATE)
+        return DEFAULT
 
 
 class PayloadTooLarge(Exception):
@@ -238,15 +234,14 @@ class PushEndpoints:
 
     async def verify(self, request: web.Request) -> web.Response:
         """The hub's verification of intent (or its denial)."""
-        # Undecodable bytes in the query arrive as lone surrogates, which no database
-        # takes: made visible (U+FFFD), they simply match nothing.
-        callback_id = valid_text(request.match_info["callback_id"])
+        # (yarl decodes undecodable percent-escapes in the path and query as U+FFFD)
+        callback_id = request.match_info["callback_id"]
         query = request.query
-        mode = valid_text(query.get("hub.mode", ""))
-        topic = valid_text(query.get("hub.topic", ""))
+        mode = query.get("hub.mode", "")
+        topic = query.get("hub.topic", "")
         now = self.clock()
         if mode == "denied":
-            reason = valid_text(" ".join(query.get("hub.reason", "no reason given").split()))[:200]
+            reason = " ".join(query.get("hub.reason", "no reason given").split())[:200]
             if await self.store.websub_denied(
                 callback_id, topic=topic, reason=reason, now=now, retry=_backoff
             ):
@@ -280,16 +275,11 @@ class PushEndpoints:
             log.info("websub subscribed topic=%s lease=%ds", topic, granted)
         else:
             log.info("websub unsubscribed topic=%s", topic)
-        # echoed byte for byte, whatever it holds
-        return web.Response(
-            status=200,
-            body=challenge.encode("utf-8", "surrogateescape"),
-            content_type="text/plain",
-        )
+        return web.Response(status=200, text=challenge, content_type="text/plain")
 
     async def distribute(self, request: web.Request) -> web.Response:
         """A content distribution: a signed feed document with the new entries."""
-        target = await self.store.push_target(valid_text(request.match_info["callback_id"]))
+        target = await self.store.push_target(request.match_info["callback_id"])
         if target is None:
             # 410: the hub may drop a subscription we no longer have
             return web.Response(status=410, text="")
@@ -348,21 +338,13 @@ class PushEndpoints:
             self._count("hook", "too_large")
             return _json(413, {"status": "too large", "limit_bytes": MAX_BODY_BYTES})
         try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            self._count("hook", "not_json")
-            reason = (
-                "not UTF-8"
-                if isinstance(exc, UnicodeDecodeError)
-                else "nested too deeply"
-                if isinstance(exc, RecursionError)
-                else "not JSON"
+            # JSON of up to 256 KB and its rendering: a few ms of CPU, not on the event loop
+            content = await asyncio.to_thread(
+                request_content, raw, _hook_template(info.template), dict(request.headers)
             )
-            return _json(400, {"status": f"the body is {reason}"})
-        content = render_hook(_hook_template(info.template), body, request.headers)
-        if not content:
-            # The template found none of its fields here: relay the request as it is.
-            content = render_hook(_hook_template(DEFAULT_TEMPLATE), body, request.headers)
+        except RequestBodyError as exc:
+            self._count("hook", "not_json")
+            return _json(400, {"status": f"the body is {exc}"})
         item = hook_item(content, request.headers, received_at=now, hook_id=info.id)
         queued = await self.store.record_hook_item(info.source_id, item, now=now)
         if queued is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.hooks import DEFAULT_TEMPLATE as DEFAULT_HOOK_TEMPLATE
 from bot.hooks import MAX_TEMPLATE as MAX_HOOK_TEMPLATE
-from bot.hooks import compile_hook_template, hash_token
+from bot.hooks import compile_hook_template, hash_token, is_hook
 from bot.hooks import new_token as new_hook_token
 from bot.models import FeedInfo, Item, SendError, SubscriptionView, WebhookTarget
 from bot.net import Fetcher, FetchError
@@ -33,7 +33,7 @@ from bot.shaping import (
 from bot.sources.feed import ParseError
 from bot.sources.forms import SourceFormError, ensure_usable, parse_source
 from bot.sources.resolve import SourceResolver, fetch_source, parse_off_loop
-from bot.staleness import WINDOW, is_hook, is_stale
+from bot.staleness import WINDOW, is_stale
 from bot.storage.store import FeedMeta, LogEntry, Store
 from bot.templates import TemplateError
 

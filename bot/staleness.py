@@ -29,6 +29,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
+from bot.hooks import is_hook
 from bot.models import SourceHealth
 from bot.sources.forms import kind_of
 
@@ -101,11 +102,6 @@ def with_stale(
         )
         for h in health
     ]
-
-
-def is_hook(source_url: str) -> bool:
-    """Whether the source is an inbound hook's (its items are requests, not a feed's)."""
-    return source_url.startswith("hook:")
 
 
 class StaleWatch:

@@ -68,6 +68,14 @@ async def in_cpu_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     return await _cpu_worker().run(functools.partial(fn, *args, **kwargs))
 
 
+def running_elsewhere(task: asyncio.Task[Any] | None) -> list[asyncio.Task[Any]]:
+    """``task`` to wait for at a stop: none when it is absent, done, or the stopping
+    task itself (waiting for itself would hang)."""
+    if task is None or task.done() or task is asyncio.current_task():
+        return []
+    return [task]
+
+
 async def finish_or_cancel(tasks: Iterable[asyncio.Task[object]], grace: float) -> None:
     """Give ``tasks`` up to ``grace`` seconds to finish, then cancel the rest and
     wait for them, so nothing runs on after its owner has shut down."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.app import App
 from bot.config import load_config
+from bot.hooks import is_hook
 from tests.conftest import T0, Clock, Doc, FeedServer
 from tests.fakes.fake_discord import FakeDiscord, StoredMessage
 
@@ -125,7 +126,7 @@ async def relay_harness(
             await made.poll_and_deliver()
             health = await app.store.source_health()
             # an inbound hook's source is never polled
-            if all(h.last_polled_at for h in health if not h.url.startswith("hook:")):
+            if all(h.last_polled_at for h in health if not is_hook(h.url)):
                 break
             await asyncio.sleep(0.05)
         return made

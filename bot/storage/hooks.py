@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, delete, exists, select, update
 
+from bot.hooks import SOURCE_PREFIX
 from bot.models import Item
 from bot.storage._common import CONFIG_SYNC_LOCK, hooks, sources, subscriptions
 from bot.storage.db import DbConnection
 from bot.storage.items import ItemsMixin, PollRecord
-from bot.storage.sources import HOOK_PREFIX, PollOutcome, SourcesMixin
+from bot.storage.sources import PollOutcome, SourcesMixin
 
 # A hook's source is never polled; its "next poll" is parked far out.
 NEVER = datetime(9000, 1, 1, tzinfo=UTC)
@@ -59,7 +60,7 @@ class HooksMixin(ItemsMixin, SourcesMixin):
                 .returning(hooks.c.id)
             )
         ).scalar_one()
-        url = f"{HOOK_PREFIX}{hook_id}"
+        url = f"{SOURCE_PREFIX}{hook_id}"
         source_id = await self._ensure_source(conn, url, now)
         await conn.execute(update(hooks).where(hooks.c.id == hook_id).values(source_id=source_id))
         await conn.execute(
@@ -102,7 +103,7 @@ class HooksMixin(ItemsMixin, SourcesMixin):
                     .where(hooks.c.id == row.id)
                     .values(template=entry.template, origin="config")
                 )
-                urls.append(f"{HOOK_PREFIX}{row.id}")
+                urls.append(f"{SOURCE_PREFIX}{row.id}")
         return urls
 
     async def hook_by_token_hash(self, token_hash: str) -> HookInfo | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, exists, func, or_, select, update
 
+from bot.hooks import is_hook
 from bot.models import SourceHealth
 from bot.storage._common import (
     MAX_ERROR_TEXT,
@@ -19,9 +20,6 @@ from bot.storage._common import (
     subscriptions,
 )
 from bot.storage.db import DbConnection
-
-# The URL prefix of an inbound hook's source (bot.hooks.SOURCE_PREFIX).
-HOOK_PREFIX = "hook:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ class SourcesMixin(StoreBase):
         if row is not None:
             return int(row[0])
         # An inbound hook's source (hook:N) is never polled: it is born initialised.
-        hook = url.startswith(HOOK_PREFIX)
+        hook = is_hook(url)
         stmt = (
             self._insert(sources)
             .values(

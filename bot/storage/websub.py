@@ -76,6 +76,14 @@ def _push_state(row: Any) -> PushState:
     )
 
 
+def _matching(callback_id: str, topic: str, mode: str | None = None) -> list[Any]:
+    """The callback's row, for ``topic`` (and, with ``mode``, with that request pending)."""
+    conditions = [websub.c.callback_id == callback_id, websub.c.topic_url == topic]
+    if mode is not None:
+        conditions.append(websub.c.pending_mode == mode)
+    return conditions
+
+
 def _active_subscription(source_id: Any) -> Exists:
     return exists().where(subscriptions.c.source_id == source_id, subscriptions.c.enabled.is_(True))
 
@@ -295,20 +303,14 @@ class WebSubMixin(StoreBase):
         runs until its lease ends (renewed ``renew_margin`` seconds before), an
         unsubscribe removes the row."""
         # Anyone can make this request: a read settles the usual "no" without the write lock.
-        if not await self._pending(callback_id, mode=mode, topic=topic):
+        matching = _matching(callback_id, topic, mode)
+        if not await self._exists(matching):
             return False
         async with self.db.write() as conn:
             row = (
-                await conn.execute(
-                    select(
-                        websub.c.id,
-                        websub.c.source_id,
-                        websub.c.pending_mode,
-                        websub.c.topic_url,
-                    ).where(websub.c.callback_id == callback_id)
-                )
+                await conn.execute(select(websub.c.id, websub.c.source_id).where(*matching))
             ).first()
-            if row is None or row.pending_mode != mode or row.topic_url != topic:
+            if row is None:  # answered meanwhile
                 return False
             if mode == "unsubscribe":
                 await conn.execute(delete(websub).where(websub.c.id == row.id))
@@ -334,30 +336,21 @@ class WebSubMixin(StoreBase):
                 )
             return True
 
-    async def _pending(self, callback_id: str, *, mode: str | None, topic: str) -> bool:
-        """Whether the callback's row is for ``topic`` (and, with ``mode``, has that
-        request pending)."""
-        conditions = [websub.c.callback_id == callback_id, websub.c.topic_url == topic]
-        if mode is not None:
-            conditions.append(websub.c.pending_mode == mode)
+    async def _exists(self, conditions: Sequence[Any]) -> bool:
         async with self.db.read() as conn:
-            row = (await conn.execute(select(websub.c.id).where(*conditions))).first()
-        return row is not None
+            return (await conn.execute(select(websub.c.id).where(*conditions))).first() is not None
 
     async def websub_denied(
         self, callback_id: str, *, topic: str, reason: str, now: datetime, retry: Backoff
     ) -> bool:
         """The hub denied the subscription: polled at the normal interval again, asked
         again after ``retry(failures)``. True when the callback and topic were ours."""
-        if not await self._pending(callback_id, mode=None, topic=topic):
+        matching = _matching(callback_id, topic)
+        if not await self._exists(matching):
             return False
         async with self.db.write() as conn:
             row = (
-                await conn.execute(
-                    select(websub.c.id, websub.c.source_id).where(
-                        websub.c.callback_id == callback_id, websub.c.topic_url == topic
-                    )
-                )
+                await conn.execute(select(websub.c.id, websub.c.source_id).where(*matching))
             ).first()
             if row is None:
                 return False
